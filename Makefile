@@ -1,0 +1,44 @@
+# Horodate — the common jobs. Quick start: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_SECONDS ?= 60
+APT_PACKAGES := chrony openssl wrk
+
+.PHONY: demo test lint bench system-deps venv clean
+
+$(BIN)/horodate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+venv: $(BIN)/horodate
+
+demo: venv
+	$(BIN)/horodate demo --seconds $(DEMO_SECONDS)
+
+# Debian packages the tests talk to for real: chronyd (NTP peer), openssl (token
+# verification), wrk (HTTP benchmark). Installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: system-deps venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy drivers appliance daemon horodate
+
+bench: venv
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

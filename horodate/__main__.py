@@ -1,0 +1,3 @@
+from horodate.cli import main
+
+raise SystemExit(main())
