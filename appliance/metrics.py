@@ -1,0 +1,65 @@
+"""Prometheus text exposition (format 0.0.4), written by hand: a handful of gauges and
+counters do not need a client library.
+
+Each scrape builds a fresh :class:`Exposition` from the appliance's current state, so there
+is no global registry to keep consistent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Exposition:
+    """Collects metric families and renders them in the text format."""
+
+    def __init__(self) -> None:
+        # family name -> its HELP/TYPE header and samples; a family's samples stay together
+        # in the output even when they are added interleaved with others'.
+        self._families: dict[str, list[str]] = {}
+
+    def add(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        value: float | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """One sample of metric ``name``; declares HELP/TYPE on the family's first sample.
+
+        A ``None`` value declares the family but writes no sample (unknown right now).
+        """
+        if kind not in ("gauge", "counter"):
+            raise ValueError(f"unsupported metric type {kind!r}")
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        if value is None:
+            return
+        label_text = ""
+        if labels:
+            label_text = (
+                "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
+            )
+        family.append(f"{name}{label_text} {_format_value(value)}")
+
+    def render(self) -> str:
+        return "".join(line + "\n" for family in self._families.values() for line in family)

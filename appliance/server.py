@@ -1,0 +1,298 @@
+"""The appliance's HTTP face (aiohttp): RFC 3161 over HTTP, health, metrics, sim faults.
+
+``create_app`` takes the running services and wires the routes; it does not start any
+hardware itself (``appliance.service`` does), so tests can hand it whatever they built.
+
+Error mapping lives here, in one place:
+
+- ``POST /tsa``: protocol problems are answered in the protocol — a DER ``TimeStampResp``
+  with a PKIStatus and failInfo, HTTP 200 (RFC 3161 §3.4). Only transport problems get HTTP
+  errors: 415 wrong content type, 413 body over ``max_request_bytes``, 405 wrong method.
+- ``GET /health``: 200 while issuing, 503 otherwise, JSON either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from appliance.clock import Assessment
+from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from appliance.metrics import Exposition
+from appliance.timekeeper import Timekeeper
+from drivers.monotonic import NS_PER_S, paired_ns
+
+log = logging.getLogger(__name__)
+
+TSQ_CONTENT_TYPE = "application/timestamp-query"
+TSR_CONTENT_TYPE = "application/timestamp-reply"
+
+
+@dataclass
+class TsaService:
+    """What ``POST /tsa`` needs: the engine, serials, the issuance log, the chain PEM."""
+
+    authority: Any  # appliance.tsa.TimeStampAuthority
+    serials: Any  # appliance.tsa.serials.SerialAllocator
+    journal: Any | None  # appliance.tsa.journal.IssuanceLog (None: no log, tests only)
+    chain_pem: bytes
+    days_to_expiry: Callable[[], float] | None = None
+    state_label: Callable[[], str] = lambda: ""
+    granted: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_request_bytes: int = 16 * 1024  # a TimeStampReq is < 200 bytes; 16 KiB is generous
+    simulate: bool = False
+
+
+TIMEKEEPER = web.AppKey("timekeeper", Timekeeper)
+TSA = web.AppKey("tsa", TsaService)
+CONFIG = web.AppKey("server_config", ServerConfig)
+WORLD = web.AppKey("sim_world", object)
+STARTED = web.AppKey("started_monotonic", float)
+
+
+def create_app(
+    config: ServerConfig,
+    timekeeper: Timekeeper,
+    *,
+    tsa: TsaService | None = None,
+    world: Any | None = None,
+    cleanup: list[Callable[[web.Application], Any]] | None = None,
+) -> web.Application:
+    """The appliance's aiohttp application.
+
+    ``world`` is the simulated world (``drivers.sim.world.SimWorld``); the ``/sim/faults``
+    routes exist only when it is given, i.e. only with ``--simulate``.
+    """
+    app = web.Application(client_max_size=config.max_request_bytes)
+    app[CONFIG] = config
+    app[TIMEKEEPER] = timekeeper
+    app[STARTED] = time.monotonic()
+    if tsa is not None:
+        app[TSA] = tsa
+        app.router.add_route("*", "/tsa", tsa_endpoint)
+        app.router.add_get("/tsa/certs", tsa_certs)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    if world is not None:
+        if not config.simulate:
+            raise ValueError("fault injection exists only with --simulate")
+        app[WORLD] = world
+        app.router.add_get("/sim/faults", get_faults)
+        app.router.add_post("/sim/faults", post_faults)
+        app.router.add_delete("/sim/faults", delete_faults)
+    for ctx in cleanup or ():
+        app.cleanup_ctx.append(ctx)
+    return app
+
+
+# --- RFC 3161 --------------------------------------------------------------------------
+
+
+async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"], text="POST a timestamp-query\n")
+    if request.content_type != TSQ_CONTENT_TYPE:
+        raise web.HTTPUnsupportedMediaType(text=f"expected Content-Type: {TSQ_CONTENT_TYPE}\n")
+    limit = request.app[CONFIG].max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    service = request.app[TSA]
+    timekeeper = request.app[TIMEKEEPER]
+    reply = service.authority.respond(
+        body, time=timekeeper.token_time, serial=service.serials.next
+    )
+    if reply.granted:
+        if service.journal is not None:
+            try:
+                await service.journal.append_async(_issued(reply, service.state_label()))
+            except Exception:
+                # The token is not handed out if it could not be logged durably.
+                log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
+                from appliance.tsa import FailInfo
+
+                service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
+                der = service.authority.reject(
+                    FailInfo.systemFailure, "issuance log unavailable"
+                )
+                return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
+        service.granted += 1
+    else:
+        name = reply.fail_info.name if reply.fail_info is not None else "rejected"
+        service.refused[name] = service.refused.get(name, 0) + 1
+    return web.Response(body=reply.der, content_type=TSR_CONTENT_TYPE)
+
+
+def _issued(reply: Any, state: str) -> Any:
+    from appliance.tsa.journal import Issued
+
+    return Issued.from_reply(reply, ensemble_state=state)
+
+
+async def tsa_certs(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[TSA].chain_pem, content_type="application/pem-certificate-chain"
+    )
+
+
+# --- health ----------------------------------------------------------------------------
+
+
+def health_document(assessment: Assessment, mono_now: int, realtime_now: int) -> dict[str, Any]:
+    """The ``/health`` JSON for one assessment (DESIGN.md: state, issuing, offset_s,
+    bound_s, sources[name, status, offset_s, bound_s, reason]).
+
+    ``offset_s`` is the ensemble's UTC minus the host's system clock: how far off the
+    host's own clock is. A source's ``offset_s`` is its UTC minus the ensemble's.
+    """
+    offset_s = None
+    if assessment.utc_ns is not None:
+        offset_s = (assessment.utc_ns - realtime_now) / NS_PER_S
+    return {
+        "state": assessment.state.value,
+        "issuing": assessment.issuing,
+        "reason": assessment.reason,
+        "utc": _rfc3339(assessment.utc_ns),
+        "offset_s": offset_s,
+        "bound_s": _seconds(assessment.bound_ns),
+        "frequency_ppm": assessment.frequency_ppm,
+        "skew_ppm": assessment.skew_ppm,
+        "sources": [
+            {
+                "name": s.name,
+                "kind": s.kind.value,
+                "status": s.status.value,
+                "offset_s": _seconds(s.offset_ns),
+                "bound_s": _seconds(s.bound_ns),
+                "reason": s.reason,
+                "age_s": None if s.last_mono_ns is None else (mono_now - s.last_mono_ns) / NS_PER_S,
+                "samples": s.samples,
+            }
+            for s in assessment.sources
+        ],
+    }
+
+
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / NS_PER_S
+
+
+def _rfc3339(utc_ns: int | None) -> str | None:
+    if utc_ns is None:
+        return None
+    seconds, frac = divmod(utc_ns, NS_PER_S)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
+
+
+async def health(request: web.Request) -> web.Response:
+    timekeeper = request.app[TIMEKEEPER]
+    mono_now, real_now = paired_ns()
+    assessment = timekeeper.assess(mono_now)
+    document = health_document(assessment, mono_now, real_now)
+    return web.json_response(document, status=200 if assessment.issuing else 503)
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+async def metrics(request: web.Request) -> web.Response:
+    timekeeper = request.app[TIMEKEEPER]
+    mono_now, real_now = paired_ns()
+    a = timekeeper.assess(mono_now)
+    e = Exposition()
+    e.add("horodate_clock_issuing", "gauge", "1 while the clock can prove the time", a.issuing)
+    for state in type(a.state):
+        e.add(
+            "horodate_clock_state",
+            "gauge",
+            "1 for the ensemble's current state",
+            state is a.state,
+            {"state": state.value},
+        )
+    e.add("horodate_clock_bound_seconds", "gauge", "Error bound of the ensemble's UTC",
+          _seconds(a.bound_ns))
+    e.add(
+        "horodate_clock_offset_seconds",
+        "gauge",
+        "Ensemble UTC minus the host's system clock",
+        None if a.utc_ns is None else (a.utc_ns - real_now) / NS_PER_S,
+    )
+    e.add("horodate_clock_frequency_ppm", "gauge", "Estimated local crystal frequency error",
+          a.frequency_ppm)
+    e.add("horodate_clock_skew_ppm", "gauge", "Uncertainty of the frequency estimate",
+          a.skew_ppm)
+    for s in a.sources:
+        labels = {"source": s.name}
+        e.add("horodate_source_selected", "gauge", "1 when the source is a truechimer in use",
+              s.status.value == "selected", labels)
+        e.add("horodate_source_status", "gauge", "1 for the source's current status",
+              1, {"source": s.name, "status": s.status.value})
+        e.add("horodate_source_offset_seconds", "gauge", "Source UTC minus ensemble UTC",
+              _seconds(s.offset_ns), labels)
+        e.add("horodate_source_bound_seconds", "gauge", "Half-width of the source's interval",
+              _seconds(s.bound_ns), labels)
+        e.add("horodate_source_samples_total", "counter", "Samples received from the source",
+              s.samples, labels)
+    counters = timekeeper.counters()
+    e.add("horodate_samples_total", "counter", "Samples received from all drivers",
+          counters.samples)
+    e.add("horodate_samples_untrusted_total", "counter", "Samples refused by their driver",
+          counters.untrusted)
+    if TSA in request.app:
+        service = request.app[TSA]
+        e.add("horodate_tsa_tokens_granted_total", "counter", "Time-stamp tokens granted",
+              service.granted)
+        for reason, count in sorted(service.refused.items()):
+            e.add("horodate_tsa_requests_refused_total", "counter",
+                  "Time-stamp requests refused, by PKIFailureInfo", count, {"fail_info": reason})
+        if service.days_to_expiry is not None:
+            e.add("horodate_tsa_certificate_expiry_days", "gauge",
+                  "Days until the TSA certificate expires", service.days_to_expiry())
+    e.add("horodate_uptime_seconds", "gauge", "Seconds since the server started",
+          time.monotonic() - request.app[STARTED])
+    return web.Response(text=e.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+# --- simulated hardware faults (only with --simulate) -----------------------------------
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[WORLD].faults_json())
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    from drivers.sim.faults import FaultError
+
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise web.HTTPBadRequest(text=f"body is not JSON: {e}\n") from e
+    try:
+        request.app[WORLD].set_faults_json(data)
+    except FaultError as e:
+        return web.json_response({"error": str(e)}, status=400)
+    log.warning("sim: faults injected: %s", json.dumps(request.app[WORLD].faults_json()))
+    return web.json_response(request.app[WORLD].faults_json())
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    request.app[WORLD].clear_faults()
+    log.warning("sim: faults cleared")
+    return web.json_response(request.app[WORLD].faults_json())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -1,0 +1,116 @@
+"""``horodate status``: the clock's health for a technician, at a glance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:3180"
+MAX_REPLY_BYTES = 1 << 20
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="clock health of a running appliance",
+        description="Ask a running appliance for its clock health and print it for a "
+        "technician. Exit status: 0 issuing, 1 not issuing, 2 appliance unreachable.",
+    )
+    p.add_argument("--url", default=DEFAULT_URL, help=f"appliance base URL (default {DEFAULT_URL})")
+    p.add_argument("--json", action="store_true", help="print the raw /health JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    p.set_defaults(func=run)
+
+
+def fetch_health(url: str, timeout_s: float) -> dict[str, Any]:
+    """GET ``/health``; a 503 still carries the JSON document."""
+    target = url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as reply:
+            body = reply.read(MAX_REPLY_BYTES)
+    except urllib.error.HTTPError as e:
+        if e.code != 503:
+            raise
+        body = e.read(MAX_REPLY_BYTES)
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        document = fetch_health(args.url, args.timeout)
+    except (OSError, ValueError) as e:
+        print(f"horodate status: cannot read {args.url}/health: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(render(document, color=sys.stdout.isatty()))
+    return 0 if document.get("issuing") else 1
+
+
+_GOOD = {"selected", "synchronised"}
+_BAD = {"falseticker", "alarm", "untrusted", "unsynchronised", "unreachable", "refused"}
+
+
+def _paint(text: str, word: str, color: bool) -> str:
+    if not color:
+        return text
+    code = "32" if word in _GOOD else "31" if word in _BAD else "33"
+    return f"\033[{code}m{text}\033[0m"
+
+
+def _duration(seconds: float | None) -> str:
+    """A bound or offset in the unit a person reads best: 3.2 µs, 41.0 ms, 1.250 s."""
+    if seconds is None:
+        return "—"
+    magnitude = abs(seconds)
+    if magnitude < 1e-3:
+        return f"{seconds * 1e6:+.1f} µs" if seconds else "0"
+    if magnitude < 1:
+        return f"{seconds * 1e3:+.1f} ms"
+    return f"{seconds:+.3f} s"
+
+
+def _bound(seconds: float | None) -> str:
+    return "—" if seconds is None else "±" + _duration(seconds).lstrip("+")
+
+
+def render(document: dict[str, Any], *, color: bool = False) -> str:
+    state = str(document.get("state", "?"))
+    issuing = bool(document.get("issuing"))
+    verdict = "ISSUING" if issuing else "NOT ISSUING"
+    lines = [
+        _paint(f"{verdict:12}", "selected" if issuing else "alarm", color)
+        + f" clock {state}"
+        + (f" — {document['reason']}" if document.get("reason") else ""),
+        f"UTC          {document.get('utc') or '—'}  {_bound(document.get('bound_s'))}",
+        f"host clock   {_duration(document.get('offset_s'))} from UTC"
+        if document.get("offset_s") is not None
+        else "host clock   —",
+    ]
+    if document.get("frequency_ppm") is not None:
+        skew = document.get("skew_ppm")
+        lines.append(
+            f"crystal      {document['frequency_ppm']:+.3f} ppm"
+            + (f" ± {skew:.3f} ppm" if skew is not None else "")
+        )
+    sources = document.get("sources") or []
+    lines.append("")
+    lines.append(f"{'SOURCE':<24} {'STATUS':<14} {'OFFSET':>12} {'BOUND':>12} {'AGE':>7}  REASON")
+    for s in sources:
+        status = str(s.get("status", "?"))
+        age = s.get("age_s")
+        lines.append(
+            f"{str(s.get('name', '?')):<24} "
+            + _paint(f"{status:<14}", status, color)
+            + f" {_duration(s.get('offset_s')):>12} {_bound(s.get('bound_s')):>12} "
+            + f"{'—' if age is None else f'{age:.0f}s':>7}  {s.get('reason') or ''}"
+        )
+    if not sources:
+        lines.append("(no sources configured)")
+    return "\n".join(lines)
