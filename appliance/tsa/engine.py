@@ -1,0 +1,490 @@
+"""Build RFC 3161 ``TimeStampResp`` messages: granted tokens and rejections.
+
+The fast path encodes by hand only what changes from token to token (the TSTInfo, the
+messageDigest attribute, the signature and the lengths around them) and splices it into DER
+precomputed once per key: the certificate set, the signingCertificate/V2 attributes, the
+SignerInfo prefix. :mod:`appliance.tsa.asn1` builds the same token slowly with asn1crypto;
+the tests require both to be byte-identical.
+
+Token profile (docs/adr/0004-token-profile.md): RFC 3161 §2.4.2 TSTInfo v1 inside RFC 5652
+SignedData v3, one SignerInfo v1 (issuerAndSerialNumber), signed attributes contentType,
+messageDigest, signingCertificate (RFC 2634 §5.4, SHA-1) and signingCertificateV2
+(RFC 5035, SHA-256), DER-sorted (X.690 §11.6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from asn1crypto import x509 as asn1_x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from appliance.tsa import der
+from appliance.tsa.errors import FailInfo, PKIStatus, RequestRejected, TimeNotAvailable
+from appliance.tsa.request import TimeStampRequest, parse_request
+
+if TYPE_CHECKING:  # appliance.keys imports appliance.tsa.errors
+    from appliance.keys import TsaCredentials
+
+__all__ = [
+    "MAX_SERIAL_BITS",
+    "Reply",
+    "TimeStampAuthority",
+    "gen_time_unit_ns",
+    "reject",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_SERIAL_BITS = 160  # RFC 3161 §2.4.2: serial numbers up to 160 bits
+MAX_STATUS_TEXT_CHARS = 512
+_MAX_UTC_NS = 253_402_300_800 * 10**9  # 10000-01-01T00:00:00Z: GeneralizedTime has 4 digits
+_NS_PER_US = 1_000
+_NS_PER_S = 1_000_000_000
+
+# Object identifiers (RFC 5652 §14, RFC 3161 §2.4.2, RFC 2634 §5.4, RFC 5035, RFC 5754,
+# RFC 5758 §3.2, RFC 8017 App. C).
+OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+OID_TST_INFO = "1.2.840.113549.1.9.16.1.4"
+OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+OID_SIGNING_CERTIFICATE = "1.2.840.113549.1.9.16.2.12"
+OID_SIGNING_CERTIFICATE_V2 = "1.2.840.113549.1.9.16.2.47"
+OID_SHA1 = "1.3.14.3.2.26"
+OID_SHA256 = "2.16.840.1.101.3.4.2.1"
+OID_SHA384 = "2.16.840.1.101.3.4.2.2"
+OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+OID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"
+OID_RSA_SHA256 = "1.2.840.113549.1.1.11"
+
+_GRANTED_STATUS = b"\x30\x03\x02\x01\x00"  # PKIStatusInfo { status granted(0) }
+_SEQ, _SET = der.SEQUENCE, der.SET
+_hdr, _tlv = der.header, der.tlv
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """What :meth:`TimeStampAuthority.respond` answers: the DER to send and what it says."""
+
+    der: bytes  # the TimeStampResp, application/timestamp-reply
+    granted: bool
+    status: PKIStatus
+    fail_info: FailInfo | None
+    status_text: str
+    serial: int | None = None
+    gen_time_ns: int | None = None  # genTime as encoded (truncated), ns since the epoch
+    accuracy_us: int | None = None
+    hash_alg: str | None = None
+    imprint: bytes | None = None
+    nonce: int | None = None
+    policy: str | None = None
+
+
+def reject(fail_info: FailInfo, text: str) -> bytes:
+    """A DER ``TimeStampResp`` with status rejection (RFC 3161 §2.4.2)."""
+    body = der.encode_integer(int(PKIStatus.REJECTION))
+    text = text[:MAX_STATUS_TEXT_CHARS]
+    if text:
+        body += _tlv(_SEQ, _tlv(der.UTF8_STRING, text.encode("utf-8", "replace")))
+    body += der.bit_string_named(fail_info.value)
+    return _tlv(_SEQ, _tlv(_SEQ, body))
+
+
+def gen_time_unit_ns(bound_ns: int) -> int:
+    """The genTime resolution the error bound warrants: the largest power of ten, from 1 µs
+    to 1 s, at most a tenth of the bound (80 ms → 1 ms, 5 µs → 1 µs, 20 s → 1 s)."""
+    unit = _NS_PER_S
+    while unit > _NS_PER_US and unit * 10 > bound_ns:
+        unit //= 10
+    return unit
+
+
+def encode_accuracy(accuracy_us: int) -> bytes:
+    """RFC 3161 §2.4.2 Accuracy; zero fields omitted, millis and micros in 1..999."""
+    seconds, rest = divmod(accuracy_us, 1_000_000)
+    millis, micros = divmod(rest, 1_000)
+    body = b""
+    if seconds:
+        body += der.encode_integer(seconds)
+    if millis:
+        body += b"\x80" + der.encode_integer(millis)[1:]  # [0] IMPLICIT INTEGER
+    if micros:
+        body += b"\x81" + der.encode_integer(micros)[1:]  # [1] IMPLICIT INTEGER
+    return _tlv(_SEQ, body)
+
+
+def format_gen_time(gen_ns: int, unit_ns: int) -> bytes:
+    """GeneralizedTime content per RFC 3161 §2.4.2: "Z", no trailing zeros, no bare ".".
+
+    ``gen_ns`` must be a multiple of ``unit_ns``."""
+    sec, frac_ns = divmod(gen_ns, _NS_PER_S)
+    text = _time.strftime("%Y%m%d%H%M%S", _time.gmtime(sec))
+    if frac_ns:
+        digits = 9 - len(str(unit_ns)) + 1
+        text += "." + f"{frac_ns // unit_ns:0{digits}d}".rstrip("0")
+    return (text + "Z").encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    digest: str  # hashlib name of the SignerInfo digestAlgorithm
+    digest_alg_der: bytes  # AlgorithmIdentifier, parameters absent (RFC 5754 §2)
+    sig_alg_der: bytes
+    sign: Callable[[bytes], bytes]
+    verify: Callable[[bytes, bytes], None]  # (signature, data); raises InvalidSignature
+    verify_every: int  # default self-check period (1 = every token)
+
+
+def _signer_for(creds: TsaCredentials) -> _Signer:
+    key = creds.private_key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if isinstance(key.curve, ec.SECP384R1):
+            h: hashes.HashAlgorithm = hashes.SHA384()
+            name, digest_oid, sig_oid = "sha384", OID_SHA384, OID_ECDSA_SHA384
+        else:
+            h, name, digest_oid, sig_oid = hashes.SHA256(), "sha256", OID_SHA256, OID_ECDSA_SHA256
+        algo = ec.ECDSA(h)
+        ec_pub = key.public_key()
+
+        def ec_sign(data: bytes) -> bytes:
+            return key.sign(data, algo)
+
+        def ec_verify(sig: bytes, data: bytes) -> None:
+            ec_pub.verify(sig, data, algo)
+
+        return _Signer(
+            digest=name,
+            digest_alg_der=_tlv(_SEQ, der.encode_oid(digest_oid)),
+            sig_alg_der=_tlv(_SEQ, der.encode_oid(sig_oid)),  # RFC 5758 §3.2: no parameters
+            sign=ec_sign,
+            verify=ec_verify,
+            verify_every=SELF_CHECK_EVERY_ECDSA,
+        )
+    if isinstance(key, rsa.RSAPrivateKey):
+        pad, sha = padding.PKCS1v15(), hashes.SHA256()
+        rsa_pub = key.public_key()
+
+        def rsa_sign(data: bytes) -> bytes:
+            return key.sign(data, pad, sha)
+
+        def rsa_verify(sig: bytes, data: bytes) -> None:
+            rsa_pub.verify(sig, data, pad, sha)
+
+        return _Signer(
+            digest="sha256",
+            digest_alg_der=_tlv(_SEQ, der.encode_oid(OID_SHA256)),
+            sig_alg_der=_tlv(_SEQ, der.encode_oid(OID_RSA_SHA256) + b"\x05\x00"),  # NULL
+            sign=rsa_sign,
+            verify=rsa_verify,
+            verify_every=1,
+        )
+    raise TypeError(f"unsupported key {type(key).__name__}")
+
+
+# Verifying an ECDSA signature costs about twice a signing (benchmarks/tsa_tokens.py), so
+# verifying each token would halve throughput; RSA verification is ~30x cheaper than signing
+# and an RSA-CRT fault leaks the key, so RSA tokens are always checked.
+# docs/adr/0004-token-profile.md explains the choice.
+SELF_CHECK_EVERY_ECDSA = 16
+
+
+class TimeStampAuthority:
+    """The RFC 3161 engine: request DER in, response DER out. Pure: time and serial numbers
+    come from the callables passed to :meth:`respond`; it never opens a file or socket."""
+
+    def __init__(
+        self,
+        credentials: TsaCredentials,
+        *,
+        policy_oid: str,
+        accepted_policies: frozenset[str] | None = None,
+        self_check: bool = True,
+        self_check_every: int | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.policy_oid = policy_oid
+        self.accepted_policies = frozenset(accepted_policies or ()) | {policy_oid}
+        self._policy_der = {oid: der.encode_oid(oid) for oid in self.accepted_policies}
+        self._signer = _signer_for(credentials)
+        every = self._signer.verify_every if self_check_every is None else self_check_every
+        if every < 1:
+            raise ValueError("self_check_every must be >= 1")
+        self.self_check = self_check
+        self.self_check_every = every
+        self.tokens_issued = 0
+        self.self_checks = 0
+        self.self_check_failures = 0
+        self._last_gen_ns = 0
+        self._lock = threading.Lock()
+        self._sec_cache: tuple[int, bytes] = (-1, b"")
+        self._build_templates()
+
+    # --- precomputation -------------------------------------------------------------------
+
+    def _build_templates(self) -> None:
+        creds, signer = self.credentials, self._signer
+        cert_der = creds.certificate.public_bytes(Encoding.DER)
+        tbs = asn1_x509.Certificate.load(cert_der)["tbs_certificate"]
+        issuer_der: bytes = tbs["issuer"].dump()
+        serial_der: bytes = tbs["serial_number"].dump()
+        subject_der: bytes = tbs["subject"].dump()
+
+        # IssuerSerial ::= SEQUENCE { issuer GeneralNames, serialNumber } (RFC 5035 §4);
+        # GeneralNames holds one directoryName [4] (EXPLICIT: Name is a CHOICE).
+        issuer_serial = _tlv(_SEQ, _tlv(_SEQ, _tlv(0xA4, issuer_der)) + serial_der)
+        ess_v1 = _tlv(_SEQ, _tlv(der.OCTET_STRING, hashlib.sha1(cert_der).digest()) + issuer_serial)
+        # ESSCertIDv2: hashAlgorithm DEFAULT sha256 is omitted (X.690 §11.5)
+        ess_v2 = _tlv(
+            _SEQ, _tlv(der.OCTET_STRING, hashlib.sha256(cert_der).digest()) + issuer_serial
+        )
+        signing_cert = _tlv(_SEQ, _tlv(_SEQ, ess_v1))  # SigningCertificate { certs }
+        signing_cert_v2 = _tlv(_SEQ, _tlv(_SEQ, ess_v2))
+
+        def attribute(oid: str, value: bytes) -> bytes:
+            return _tlv(_SEQ, der.encode_oid(oid) + _tlv(_SET, value))
+
+        digest_len = hashlib.new(signer.digest).digest_size
+        md_head = der.encode_oid(OID_MESSAGE_DIGEST)
+        md_head = _hdr(_SEQ, len(md_head) + 2 + 2 + digest_len) + md_head
+        md_head += _hdr(_SET, 2 + digest_len) + _hdr(der.OCTET_STRING, digest_len)
+        fixed = [
+            attribute(OID_CONTENT_TYPE, der.encode_oid(OID_TST_INFO)),
+            attribute(OID_SIGNING_CERTIFICATE, signing_cert),
+            attribute(OID_SIGNING_CERTIFICATE_V2, signing_cert_v2),
+        ]
+        # SET OF sorts by encoding (X.690 §11.6); the order never depends on the digest
+        # value because every attribute differs from the messageDigest one before it.
+        orders = [sorted([*fixed, md_head + bytes([fill]) * digest_len]) for fill in (0x00, 0xFF)]
+        md_index = [a.startswith(md_head) for a in orders[0]].index(True)
+        if [a.startswith(md_head) for a in orders[1]].index(True) != md_index:
+            raise AssertionError("signed attribute order depends on the digest")
+        self._attrs_head = b"".join(orders[0][:md_index]) + md_head
+        self._attrs_tail = b"".join(orders[0][md_index + 1 :])
+        attrs_len = len(self._attrs_head) + digest_len + len(self._attrs_tail)
+        self._attrs_set_hdr = _hdr(_SET, attrs_len)  # what is signed (RFC 5652 §5.4)
+        self._attrs_implicit_hdr = _hdr(0xA0, attrs_len)  # signedAttrs [0] IMPLICIT
+        self._digest_len = digest_len
+        self._hash = getattr(hashlib, signer.digest)
+
+        # SignerInfo v1 with sid = issuerAndSerialNumber (RFC 5652 §5.3)
+        self._si_prefix = (
+            b"\x02\x01\x01" + _tlv(_SEQ, issuer_der + serial_der) + signer.digest_alg_der
+        )
+        # SignedData v3 (RFC 5652 §5.1: eContentType is not id-data), digestAlgorithms
+        self._sd_prefix = b"\x02\x01\x03" + _tlv(_SET, signer.digest_alg_der)
+        self._econtent_type = der.encode_oid(OID_TST_INFO)
+        self._content_type = der.encode_oid(OID_SIGNED_DATA)
+        # certificates [0] IMPLICIT CertificateSet: the TSA certificate (referenced by the
+        # ESSCertIDs, RFC 3161 §2.4.1) and the intermediates; never the root (trust anchor).
+        certs = [cert_der] + [
+            c.public_bytes(Encoding.DER) for c in creds.chain if c.issuer != c.subject
+        ]
+        self._certs_der = _tlv(0xA0, b"".join(sorted(set(certs))))
+        # tsa [0] GeneralName: directoryName [4] Name, the certificate subject (§2.4.2)
+        self._tsa_name = _tlv(0xA0, _tlv(0xA4, subject_der))
+
+    # --- public API -----------------------------------------------------------------------
+
+    def respond(
+        self,
+        request_der: bytes,
+        *,
+        time: Callable[[], tuple[int, int]],
+        serial: Callable[[], int],
+    ) -> Reply:
+        """Answer one request. Never raises: every failure is a rejection Reply."""
+        try:
+            return self._respond(request_der, time, serial)
+        except Exception:
+            log.exception("time-stamp request failed unexpectedly; answering systemFailure")
+            return _rejection(FailInfo.systemFailure, "internal error")
+
+    def reject(self, fail_info: FailInfo, text: str) -> bytes:
+        return reject(fail_info, text)
+
+    # --- the work -------------------------------------------------------------------------
+
+    def _respond(
+        self,
+        request_der: bytes,
+        time: Callable[[], tuple[int, int]],
+        serial: Callable[[], int],
+    ) -> Reply:
+        try:
+            req = parse_request(request_der)
+        except RequestRejected as e:
+            return _rejection(e.fail_info, e.text)
+        policy = self.policy_oid if req.policy is None else req.policy
+        policy_der = self._policy_der.get(policy)
+        if policy_der is None:
+            return _rejection(FailInfo.unacceptedPolicy, f"policy {policy} not accepted")
+        if req.extensions:
+            return _rejection(
+                FailInfo.unacceptedExtension,
+                "extensions not supported: " + ", ".join(req.extensions[:4]),
+            )
+        try:
+            utc_ns, bound_ns = time()
+        except TimeNotAvailable as e:
+            return _rejection(FailInfo.timeNotAvailable, e.reason or "time not available")
+        if not (
+            type(utc_ns) is int
+            and type(bound_ns) is int
+            and 0 <= utc_ns < _MAX_UTC_NS
+            and 0 <= bound_ns < 10**18
+        ):
+            log.error("time source returned an invalid reading %r, %r", utc_ns, bound_ns)
+            return _rejection(FailInfo.systemFailure, "invalid time reading")
+
+        unit_ns = gen_time_unit_ns(bound_ns)
+        # Truncating to the unit adds up to one unit of error, which the accuracy includes.
+        accuracy_us = -(-(bound_ns + unit_ns) // _NS_PER_US)
+        with self._lock:
+            # genTime never goes backwards, even when the resolution gets coarser.
+            gen_ns = max(utc_ns - utc_ns % unit_ns, self._last_gen_ns)
+            self._last_gen_ns = gen_ns
+            serial_no = serial()
+            if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:
+                log.error("serial allocator returned an invalid serial %r", serial_no)
+                return _rejection(FailInfo.systemFailure, "invalid serial number")
+            self.tokens_issued += 1
+            # the first token, then one in self_check_every
+            check = self.self_check and (self.tokens_issued - 1) % self.self_check_every == 0
+        if gen_ns % unit_ns:  # the clamp kept a finer previous genTime: keep its digits
+            unit_ns = _finest_unit(gen_ns)
+        gen_time = self._gen_time_der(gen_ns, unit_ns)
+        resp, signature, signed = self._token(
+            req, policy_der, gen_time, encode_accuracy(accuracy_us), serial_no
+        )
+        if check and not self._self_check(signature, signed):
+            return _rejection(FailInfo.systemFailure, "token self-check failed")
+        return Reply(
+            der=resp,
+            granted=True,
+            status=PKIStatus.GRANTED,
+            fail_info=None,
+            status_text="granted",
+            serial=serial_no,
+            gen_time_ns=gen_ns,
+            accuracy_us=accuracy_us,
+            hash_alg=req.hash_alg.name,
+            imprint=req.imprint,
+            nonce=req.nonce,
+            policy=policy,
+        )
+
+    def _gen_time_der(self, gen_ns: int, unit_ns: int) -> bytes:
+        sec, frac_ns = divmod(gen_ns, _NS_PER_S)
+        cached_sec, prefix = self._sec_cache
+        if cached_sec != sec:
+            prefix = _time.strftime("%Y%m%d%H%M%S", _time.gmtime(sec)).encode("ascii")
+            self._sec_cache = (sec, prefix)
+        if frac_ns:
+            digits = 10 - len(str(unit_ns))
+            frac = f"{frac_ns // unit_ns:0{digits}d}".rstrip("0")
+            text = prefix + b"." + frac.encode("ascii") + b"Z"
+        else:
+            text = prefix + b"Z"
+        return _tlv(der.GENERALIZED_TIME, text)
+
+    def _token(
+        self,
+        req: TimeStampRequest,
+        policy_der: bytes,
+        gen_time_der: bytes,
+        accuracy_der: bytes,
+        serial_no: int,
+    ) -> tuple[bytes, bytes, bytes]:
+        """Return (TimeStampResp DER, signature, signed bytes)."""
+        # TSTInfo (RFC 3161 §2.4.2): version 1, policy, messageImprint (echoed), serial,
+        # genTime, accuracy, [ordering FALSE omitted], nonce (echoed), tsa
+        tst = b"".join(
+            (
+                b"\x02\x01\x01",
+                policy_der,
+                req.imprint_der,
+                der.encode_integer(serial_no),
+                gen_time_der,
+                accuracy_der,
+                req.nonce_der or b"",
+                self._tsa_name,
+            )
+        )
+        tst = _hdr(_SEQ, len(tst)) + tst
+        attrs = self._attrs_head + self._hash(tst).digest() + self._attrs_tail
+        signed = self._attrs_set_hdr + attrs
+        sig = self._signer.sign(signed)
+        si = b"".join(
+            (
+                self._si_prefix,
+                self._attrs_implicit_hdr,
+                attrs,
+                self._signer.sig_alg_der,
+                _hdr(der.OCTET_STRING, len(sig)),
+                sig,
+            )
+        )
+        si = _hdr(_SEQ, len(si)) + si
+        econtent = _hdr(der.OCTET_STRING, len(tst)) + tst
+        encap = self._econtent_type + _hdr(0xA0, len(econtent)) + econtent
+        sd = b"".join(
+            (
+                self._sd_prefix,
+                _hdr(_SEQ, len(encap)),
+                encap,
+                self._certs_der if req.cert_req else b"",
+                _hdr(_SET, len(si)),
+                si,
+            )
+        )
+        ci = self._content_type + _hdr(0xA0, len(sd) + len(_hdr(_SEQ, len(sd))))
+        ci += _hdr(_SEQ, len(sd)) + sd
+        body = _GRANTED_STATUS + _hdr(_SEQ, len(ci)) + ci
+        return _hdr(_SEQ, len(body)) + body, sig, signed
+
+    def _self_check(self, signature: bytes, signed: bytes) -> bool:
+        self.self_checks += 1
+        try:
+            self._signer.verify(signature, signed)
+        except InvalidSignature:
+            self.self_check_failures += 1
+            log.critical(
+                "token signature self-check FAILED: the signing key or its hardware is "
+                "faulty; the token was withheld (systemFailure)"
+            )
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the metrics endpoint."""
+        return {
+            "tokens_issued": self.tokens_issued,
+            "self_checks": self.self_checks,
+            "self_check_failures": self.self_check_failures,
+        }
+
+
+def _finest_unit(gen_ns: int) -> int:
+    unit = _NS_PER_S
+    while gen_ns % unit:
+        unit //= 10
+    return max(unit, _NS_PER_US)
+
+
+def _rejection(fail_info: FailInfo, text: str) -> Reply:
+    return Reply(
+        der=reject(fail_info, text),
+        granted=False,
+        status=PKIStatus.REJECTION,
+        fail_info=fail_info,
+        status_text=text,
+    )
