@@ -216,9 +216,12 @@ def reference_id_text(stratum: int, reference_id: int) -> str:
     """RFC 5905 §7.3: ASCII (kiss code or clock type) at stratum 0-1, else an IPv4 address
     (or, for an IPv6 upstream, the first four bytes of its MD5 hash, shown the same way)."""
     raw = reference_id.to_bytes(4, "big")
-    if stratum <= 1:
-        return "".join(chr(b) if 0x20 <= b < 0x7F else "" for b in raw)
-    return ".".join(str(b) for b in raw)
+    if stratum > 1:
+        return ".".join(str(b) for b in raw)
+    text = raw.rstrip(b"\0")
+    if all(0x20 <= b < 0x7F for b in text):
+        return text.decode("ascii")
+    return f"0x{reference_id:08x}"  # not text (chrony's local clock sends 0x7f7f0101)
 
 
 def uncertainty_ns(
@@ -446,6 +449,7 @@ class NtpServerConfig:
     host: str
     port: int = 123
     name: str = ""
+    poll_interval_s: float | None = None  # None: NtpConfig.poll_interval_s
 
     def __post_init__(self) -> None:
         if not self.host or len(self.host) > 253:
@@ -470,7 +474,8 @@ class NtpConfig:
     """The NTP client's configuration. Units are in the names.
 
     - ``poll_interval_s`` 64: chrony's default minpoll (2**6 s), the politest rate public
-      servers expect; the ensemble's holdover model bridges the gaps. The simulator and
+      servers expect; the ensemble's holdover model bridges the gaps. A server may set its
+      own (``NtpServerConfig.poll_interval_s``, e.g. a LAN server); the simulator and
       tests use less.
     - ``max_poll_interval_s`` 1024: chrony's default maxpoll (2**10 s), the ceiling for
       the backoff that a RATE kiss causes.
@@ -497,6 +502,13 @@ class NtpConfig:
             raise DriverError(f"NTP server names must be unique, got {names}")
         if not 0 < self.poll_interval_s <= self.max_poll_interval_s <= 86400 * 2:
             raise DriverError("need 0 < poll_interval_s <= max_poll_interval_s <= 2 days")
+        for s in self.servers:
+            if s.poll_interval_s is not None and not (
+                0 < s.poll_interval_s <= self.max_poll_interval_s
+            ):
+                raise DriverError(
+                    f"{s.source}: poll_interval_s must be in (0, max_poll_interval_s]"
+                )
         if not 0 < self.timeout_s <= 10:
             raise DriverError(f"timeout_s must be in (0, 10], got {self.timeout_s}")
         if not 0 < self.max_root_distance_s <= 16:
@@ -642,7 +654,7 @@ class NtpClient:
                 name=s.source,
                 address=s.address,
                 next_poll_mono_ns=start,
-                poll_interval_s=config.poll_interval_s,
+                poll_interval_s=s.poll_interval_s or config.poll_interval_s,
             )
             for s in config.servers
         ]
