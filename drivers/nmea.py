@@ -207,6 +207,11 @@ class NmeaFramer:
                 i = stop + 1
         return frames
 
+    def reset(self) -> None:
+        """Forget the sentence in progress (its bytes count as discarded)."""
+        if self._in_sentence:
+            self._abandon()
+
     def _begin(self, start: bytes, mono_ns: int) -> None:
         self._buf[:] = start
         self._in_sentence = True
@@ -615,6 +620,12 @@ class NmeaDecoder:
         """Close the open cycle now (end of a capture, port lost, stopping)."""
         c, self._cycle = self._cycle, None
         return [] if c is None else [self._close(c)]
+
+    def link_lost(self) -> list[GpsReport]:
+        """The byte stream broke (port lost, reopened): close the cycle, drop any partial
+        sentence, so nothing read before the break is glued to what comes after."""
+        self.framer.reset()
+        return self.flush()
 
     def _sentence(self, frame: Frame) -> list[GpsReport]:
         parsed = parse_sentence(frame.text)
