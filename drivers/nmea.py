@@ -535,7 +535,7 @@ class GpsSample(TimeSample):
     fix_detail: str = ""  # e.g. "RMC A, GGA 1 (GPS), GSA 3D"
     satellites: int | None = None
     hdop: float | None = None
-    sentences: tuple[str, ...] = ()  # e.g. ("GNRMC", "GNGGA", "GNGSA")
+    sentences: tuple[str, ...] = ()  # e.g. ("GNRMC", "GNGGA", "GNGSA"), each once
 
     @property
     def label(self) -> dt.datetime:
@@ -659,7 +659,7 @@ class NmeaDecoder:
         )
 
     def _close(self, c: _Cycle) -> GpsReport:
-        sentences = tuple(c.sentences)
+        sentences = tuple(dict.fromkeys(c.sentences))  # each name once, in arrival order
         date = _cycle_date(c)
         if date is None:
             if c.undated:
