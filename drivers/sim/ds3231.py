@@ -710,6 +710,12 @@ class VirtualClock:
             self._now += self._step
             return now
 
+    @property
+    def now_ns(self) -> int:
+        """The current reading, without advancing the clock."""
+        with self._lock:
+            return self._now
+
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self._now += max(0, round(seconds * NS_PER_S))
