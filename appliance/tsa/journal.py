@@ -1,0 +1,628 @@
+"""The issuance log: every granted token, durably recorded before the client receives it.
+
+Group commit: callers hand a record to :meth:`IssuanceLog.append` (threads) or
+:meth:`IssuanceLog.append_async` (the aiohttp server) and wait until it is durable. One
+writer thread takes every record pending at that moment, writes them with one ``pwrite``
+and makes them durable with ONE ``fdatasync``, then wakes all their callers. A token whose
+record is not durable is never handed out: the server answers ``systemFailure`` instead.
+The log may therefore hold a record for a token a client did not receive (its connection
+dropped, its wait timed out), never the other way round.
+
+File format (``docs/adr/0005-serial-numbers-and-issuance-log.md``)::
+
+    file   = MAGIC record*                  MAGIC = b"HORODATE-ILOG-1\\n" (16 bytes)
+    record = length:u32be crc32:u32be payload[length]
+    payload = compact JSON object (UTF-8), the fields of :class:`Issued`
+
+CRC-32 (zlib, ISO-HDLC) of the payload guards each record. Reading tolerates a torn
+*tail* — bad bytes after which no valid record follows, the trace of a crash mid-write — and
+logs a warning; :meth:`IssuanceLog.start` truncates it before appending. A bad record that
+is followed by a valid one is corruption: :class:`JournalCorrupt`, and the log refuses to
+start until an operator has looked at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from appliance.tsa.errors import TsaError
+
+__all__ = [
+    "MAGIC",
+    "MAX_RECORD_BYTES",
+    "IssuanceLog",
+    "Issued",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalStats",
+    "decode_payload",
+    "encode_record",
+    "read_log",
+]
+
+log = logging.getLogger(__name__)
+
+MAGIC: Final = b"HORODATE-ILOG-1\n"
+_FRAME: Final = struct.Struct(">II")  # length, CRC-32 of the payload
+MAX_RECORD_BYTES: Final = 8192
+_TAIL_SCAN_MAX_BYTES: Final = 64 * 1024 * 1024  # a torn tail is at most one batch
+_ENSEMBLE_MAX_CHARS: Final = 1024
+_HASH_NAME_MAX_CHARS: Final = 32
+_IMPRINT_MAX_BYTES: Final = 64  # SHA-512
+_NONCE_MAX_BITS: Final = 512
+_SERIAL_MAX_BITS: Final = 160  # RFC 3161 §2.4.2
+_KEYS: Final = frozenset(
+    {"serial", "gen_time_ns", "accuracy_us", "hash", "imprint", "nonce", "ensemble", "token"}
+)
+
+
+class JournalError(TsaError):
+    """The issuance log cannot record (disk full, I/O error, closed, overloaded) or be read."""
+
+
+class JournalCorrupt(JournalError):
+    """A record in the middle of the log fails its checks: valid records follow a bad one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issued:
+    """One granted token, as the issuance log keeps it."""
+
+    serial: int  # RFC 3161 §2.4.2 serialNumber
+    gen_time_ns: int  # genTime, nanoseconds since the Unix epoch, UTC
+    accuracy_us: int  # the token's accuracy field, in microseconds
+    hash_algorithm: str  # messageImprint hash, e.g. "sha256"
+    message_imprint: bytes  # messageImprint hashedMessage
+    nonce: int | None = None  # the request's nonce, if any
+    ensemble_state: str = ""  # short summary of the clock ensemble at issuance
+    token_sha256: bytes | None = None  # SHA-256 of the TimeStampToken DER, if known
+
+    def __post_init__(self) -> None:
+        if not 0 < self.serial < 1 << _SERIAL_MAX_BITS:
+            raise ValueError(f"serial {self.serial} is not a positive integer of ≤ 160 bits")
+        if self.gen_time_ns < 0:
+            raise ValueError("gen_time_ns must not be negative")
+        if self.accuracy_us < 0:
+            raise ValueError("accuracy_us must not be negative")
+        if not 0 < len(self.hash_algorithm) <= _HASH_NAME_MAX_CHARS:
+            raise ValueError("hash_algorithm must be a short name such as 'sha256'")
+        if not 0 < len(self.message_imprint) <= _IMPRINT_MAX_BYTES:
+            raise ValueError(f"message_imprint must be 1 .. {_IMPRINT_MAX_BYTES} bytes")
+        if self.nonce is not None and not 0 <= self.nonce < 1 << _NONCE_MAX_BITS:
+            raise ValueError(f"nonce must be 0 .. 2^{_NONCE_MAX_BITS}-1")
+        if len(self.ensemble_state) > _ENSEMBLE_MAX_CHARS:
+            raise ValueError(f"ensemble_state is longer than {_ENSEMBLE_MAX_CHARS} characters")
+        if self.token_sha256 is not None and len(self.token_sha256) != 32:
+            raise ValueError("token_sha256 must be 32 bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalStats:
+    """Counters since :meth:`IssuanceLog.start` (for ``/metrics`` and the benchmark)."""
+
+    records: int
+    batches: int
+    fsyncs: int
+    bytes_written: int
+    failures: int
+
+
+_json_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def encode_record(rec: Issued) -> bytes:
+    """One framed record: ``length ‖ crc32 ‖ JSON payload`` (keys in a fixed order)."""
+    nonce = "null" if rec.nonce is None else str(rec.nonce)
+    token = "null" if rec.token_sha256 is None else f'"{rec.token_sha256.hex()}"'
+    payload = (
+        f'{{"serial":{rec.serial},"gen_time_ns":{rec.gen_time_ns},'
+        f'"accuracy_us":{rec.accuracy_us},"hash":{_json_str(rec.hash_algorithm)},'
+        f'"imprint":"{rec.message_imprint.hex()}","nonce":{nonce},'
+        f'"ensemble":{_json_str(rec.ensemble_state)},"token":{token}}}'
+    ).encode()
+    if len(payload) > MAX_RECORD_BYTES:  # unreachable with Issued's limits; kept as a guard
+        raise JournalError(f"record for serial {rec.serial} exceeds {MAX_RECORD_BYTES} bytes")
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _int_field(obj: dict[str, object], key: str, *, optional: bool = False) -> int | None:
+    value = obj[key]
+    if value is None and optional:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"{key} is not an integer")
+    return value
+
+
+def _str_field(obj: dict[str, object], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def decode_payload(payload: bytes) -> Issued:
+    """Parse and validate one record's payload; ``ValueError`` on anything unexpected."""
+    obj = json.loads(payload.decode("utf-8"))
+    if not isinstance(obj, dict) or obj.keys() != _KEYS:
+        raise ValueError("unexpected record fields")
+    token = obj["token"]
+    if token is not None and not isinstance(token, str):
+        raise ValueError("token is not a string")
+    serial = _int_field(obj, "serial")
+    gen_time_ns = _int_field(obj, "gen_time_ns")
+    accuracy_us = _int_field(obj, "accuracy_us")
+    assert serial is not None and gen_time_ns is not None and accuracy_us is not None
+    return Issued(
+        serial=serial,
+        gen_time_ns=gen_time_ns,
+        accuracy_us=accuracy_us,
+        hash_algorithm=_str_field(obj, "hash"),
+        message_imprint=bytes.fromhex(_str_field(obj, "imprint")),
+        nonce=_int_field(obj, "nonce", optional=True),
+        ensemble_state=_str_field(obj, "ensemble"),
+        token_sha256=None if token is None else bytes.fromhex(token),
+    )
+
+
+_PAYLOAD_START: Final = b'{"serial":'
+
+
+def _parse_frame(buf: bytes, pos: int) -> tuple[Issued, int] | None:
+    """The record starting at ``pos`` in ``buf`` and its end offset, or None if not valid."""
+    if len(buf) - pos < _FRAME.size:
+        return None
+    length, crc = _FRAME.unpack_from(buf, pos)
+    end = pos + _FRAME.size + length
+    if not 0 < length <= MAX_RECORD_BYTES or end > len(buf):
+        return None
+    payload = buf[pos + _FRAME.size : end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        return decode_payload(payload), end
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _frame_bytes_needed(buf: bytes, pos: int) -> int | None:
+    """Bytes the frame at ``pos`` spans (header alone if not yet read); None if impossible."""
+    if len(buf) - pos < _FRAME.size:
+        return _FRAME.size
+    length: int = _FRAME.unpack_from(buf, pos)[0]
+    if not 0 < length <= MAX_RECORD_BYTES:
+        return None
+    return _FRAME.size + length
+
+
+@dataclass(slots=True)
+class _ScanEnd:
+    """Where a scan stopped: the end of the last valid record, and bytes of torn tail."""
+
+    valid_end: int = len(MAGIC)
+    torn_bytes: int = 0
+
+
+def _valid_record_after(rest: bytes) -> int | None:
+    """Offset in ``rest`` (≥ 1) where a valid record starts, or None (then it is a torn tail)."""
+    pos = rest.find(_PAYLOAD_START, _FRAME.size + 1)
+    while pos != -1:
+        if _parse_frame(rest, pos - _FRAME.size) is not None:
+            return pos - _FRAME.size
+        pos = rest.find(_PAYLOAD_START, pos + 1)
+    return None
+
+
+def _scan(f: BinaryIO, path: Path, end: _ScanEnd) -> Iterator[Issued]:
+    head = f.read(len(MAGIC))
+    if head != MAGIC:
+        raise JournalError(f"{path} is not a Horodate issuance log (bad header)")
+    offset = len(MAGIC)  # file offset of buf[pos]
+    index = 0
+    chunk_bytes = 1 << 20
+    buf = b""
+    pos = 0
+    while True:
+        need = _frame_bytes_needed(buf, pos)
+        if need is None:
+            break  # impossible length: a bad record
+        if len(buf) - pos < need:
+            more = f.read(max(chunk_bytes, need))
+            if not more:
+                break  # EOF: clean end (pos == len(buf)) or an incomplete record
+            buf = buf[pos:] + more
+            pos = 0
+            continue
+        parsed = _parse_frame(buf, pos)
+        if parsed is None:
+            break  # CRC or content mismatch: a bad record
+        rec, rec_end = parsed
+        yield rec
+        index += 1
+        offset += rec_end - pos
+        pos = rec_end
+        end.valid_end = offset
+    rest = buf[pos:] + f.read(_TAIL_SCAN_MAX_BYTES)
+    if not rest:
+        return
+    if f.read(1):
+        raise JournalCorrupt(
+            f"{path}: record #{index} at byte {offset} is corrupt and more than "
+            f"{_TAIL_SCAN_MAX_BYTES} bytes follow it: not a torn tail"
+        )
+    found = _valid_record_after(rest)
+    if found is not None:
+        raise JournalCorrupt(
+            f"{path}: record #{index} at byte {offset} is corrupt, yet a valid record follows "
+            f"at byte {offset + found}; the log has been damaged (not a crash mid-write)"
+        )
+    end.torn_bytes = len(rest)
+    log.warning(
+        "%s: ignoring a torn last record (%d bytes at byte %d): a crash interrupted a write "
+        "that was never acknowledged",
+        path,
+        len(rest),
+        offset,
+    )
+
+
+def read_log(path: Path) -> Iterator[Issued]:
+    """Every record of the log, validated, in order.
+
+    Stops with :class:`JournalCorrupt` at a corrupted record in the middle (after yielding
+    the records before it); ignores a torn last record with a warning.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+    except OSError as e:
+        raise JournalError(f"cannot open issuance log {path}: {e}") from e
+    with f:
+        try:
+            yield from _scan(f, Path(path), _ScanEnd())
+        except OSError as e:
+            raise JournalError(f"cannot read issuance log {path}: {e}") from e
+
+
+class _Batch:
+    """Records committed together, and the callers waiting for them."""
+
+    __slots__ = ("done", "error", "first_enqueued", "frames", "futures")
+
+    def __init__(self, now: float) -> None:
+        self.frames: list[bytes] = []
+        self.first_enqueued = now
+        self.done = threading.Event()
+        self.error: JournalError | None = None
+        self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
+
+    def settle(self, error: JournalError | None) -> None:
+        self.error = error
+        self.done.set()
+        for loop, waiters in self.futures.items():
+            # RuntimeError: that event loop is closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(waiters.settle, error)
+
+
+class _LoopWaiters:
+    """The futures of one event loop waiting on one batch, with ONE shared deadline timer
+    (a timer per record costs more than the rest of an append)."""
+
+    __slots__ = ("futures", "timeout_s", "timer")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+        self.timeout_s = timeout_s
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, error: JournalError | None) -> None:  # runs in the loop's thread
+        if self.timer is not None:
+            self.timer.cancel()
+        for fut in self.futures:
+            if fut.done():  # the caller was cancelled
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(JournalError(str(error)))
+
+    def expire(self) -> None:  # runs in the loop's thread
+        self.timer = None
+        self.settle(JournalError(f"record not durable within {self.timeout_s} s"))
+
+
+def _caller_error(error: JournalError) -> JournalError:
+    """A fresh exception per waiting caller (tracebacks must not be shared between threads)."""
+    exc = JournalError(str(error))
+    exc.__cause__ = error
+    return exc
+
+
+class IssuanceLog:
+    """Append-only, group-committed issuance log (see the module docstring).
+
+    ``max_batch``: records per write+fsync at most. ``max_wait_s``: how long the first record
+    of a batch may wait for companions before the batch is written. ``max_pending``: records
+    queued at most; beyond, appends fail at once with :class:`JournalError` (back-pressure:
+    the server answers ``systemFailure`` rather than queue without bound).
+    ``append_timeout_s``: how long an append waits for durability before it fails (async
+    callers of one batch share the deadline of the batch's first async caller).
+    ``fsync`` and ``pwrite`` are injectable for tests (count fsyncs, simulate EIO).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_batch: int = 4096,
+        max_wait_s: float = 0.002,
+        max_pending: int = 65536,
+        append_timeout_s: float = 10.0,
+        fsync: Callable[[int], None] = os.fdatasync,
+        pwrite: Callable[[int, bytes, int], int] = os.pwrite,
+    ) -> None:
+        if max_batch < 1 or max_pending < max_batch:
+            raise ValueError("need 1 <= max_batch <= max_pending")
+        if not 0 <= max_wait_s <= 1:
+            raise ValueError("max_wait_s must be within 0 .. 1 s")
+        self._path = Path(path)
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._max_pending = max_pending
+        self._append_timeout_s = append_timeout_s
+        self._fsync = fsync
+        self._pwrite = pwrite
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Batch] = deque()
+        self._pending = 0
+        self._fd = -1
+        self._end = 0  # file offset after the last durable record
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._stopping = False
+        self._failed: JournalError | None = None
+        self._records = self._batches = self._fsyncs = self._bytes = self._failures = 0
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open (or create) the log, drop a torn tail, start the writer thread."""
+        if self._thread is not None:
+            raise JournalError("issuance log already started")
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise JournalError(f"cannot open issuance log {self._path}: {e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                raise JournalError(f"issuance log {self._path} is in use by another process") from e
+            self._end = self._recover(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._accepting = True
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="issuance-log", daemon=True)
+        self._thread.start()
+
+    def _recover(self, fd: int) -> int:
+        """Validate the existing log; truncate a torn tail; return the end offset."""
+        try:
+            size = os.fstat(fd).st_size
+            if size < len(MAGIC):
+                # New, or a crash while creating it (the header is the only content).
+                with open(fd, "rb", closefd=False) as f:
+                    head = f.read()
+                if not MAGIC.startswith(head):
+                    raise JournalError(f"{self._path} is not a Horodate issuance log")
+                os.ftruncate(fd, 0)
+                self._write_all(fd, MAGIC, 0)
+                os.fsync(fd)
+                dfd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+                return len(MAGIC)
+            end = _ScanEnd()
+            count = 0
+            with open(fd, "rb", closefd=False) as f:
+                for _ in _scan(f, self._path, end):
+                    count += 1
+            if end.torn_bytes:
+                log.warning(
+                    "%s: truncating the torn tail (%d bytes) after %d valid records",
+                    self._path,
+                    end.torn_bytes,
+                    count,
+                )
+                os.ftruncate(fd, end.valid_end)
+                os.fsync(fd)
+            log.info("issuance log %s: %d records", self._path, count)
+            return end.valid_end
+        except OSError as e:
+            raise JournalError(f"cannot prepare issuance log {self._path}: {e}") from e
+
+    def close(self, *, timeout_s: float = 10.0) -> None:
+        """Stop accepting, write and fsync what is pending, stop the writer (deadline-bound)."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._accepting = False
+            self._stopping = True
+            self._cond.notify_all()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise JournalError(
+                f"issuance log writer did not finish within {timeout_s} s (disk stalled?)"
+            )
+        self._thread = None
+        os.close(self._fd)
+        self._fd = -1
+
+    def __enter__(self) -> IssuanceLog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Records queued for the writer (not counting the batch being committed)."""
+        return self._pending
+
+    @property
+    def stats(self) -> JournalStats:
+        return JournalStats(
+            records=self._records,
+            batches=self._batches,
+            fsyncs=self._fsyncs,
+            bytes_written=self._bytes,
+            failures=self._failures,
+        )
+
+    # -- callers --------------------------------------------------------------------------
+
+    def _enqueue(self, frame: bytes) -> _Batch:
+        """Add a frame to the open batch; caller holds ``self._cond``."""
+        if not self._accepting:
+            raise JournalError("issuance log is not running")
+        if self._failed is not None:
+            raise _caller_error(self._failed)
+        if self._pending >= self._max_pending:
+            raise JournalError(
+                f"issuance log backlog full ({self._pending} records waiting for the disk)"
+            )
+        if not self._queue or len(self._queue[-1].frames) >= self._max_batch:
+            self._queue.append(_Batch(time.monotonic()))
+        batch = self._queue[-1]
+        batch.frames.append(frame)
+        self._pending += 1
+        n = len(batch.frames)
+        if n == 1 or n >= self._max_batch:  # wake an idle or lingering writer, no more often
+            self._cond.notify()
+        return batch
+
+    def append(self, rec: Issued) -> None:
+        """Record ``rec``; return once it is durable. Thread-safe.
+
+        Raises :class:`JournalError` if it cannot be made durable within
+        ``append_timeout_s`` (the record may still reach the log later — never the reverse).
+        """
+        frame = encode_record(rec)
+        with self._cond:
+            batch = self._enqueue(frame)
+        if not batch.done.wait(self._append_timeout_s):
+            raise JournalError(
+                f"serial {rec.serial:#x} not durable within {self._append_timeout_s} s"
+            )
+        if batch.error is not None:
+            raise _caller_error(batch.error)
+
+    async def append_async(self, rec: Issued) -> None:
+        """As :meth:`append`, awaiting durability without blocking the event loop."""
+        frame = encode_record(rec)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            batch = self._enqueue(frame)
+            waiters = batch.futures.get(loop)
+            if waiters is None:
+                waiters = batch.futures[loop] = _LoopWaiters(self._append_timeout_s)
+            waiters.futures.append(fut)
+        # The writer settles through call_soon_threadsafe, which cannot run before this
+        # coroutine yields: the timer always exists by then.
+        if waiters.timer is None and not fut.done():
+            waiters.timer = loop.call_later(self._append_timeout_s, waiters.expire)
+        await fut
+
+    # -- the writer -----------------------------------------------------------------------
+
+    def _take_batch(self) -> _Batch | None:
+        """The next batch to commit (after lingering up to max_wait_s), or None to stop."""
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait(1.0)  # idle; re-checks stop flag at least every second
+            batch = self._queue[0]
+            linger_until = batch.first_enqueued + self._max_wait_s
+            while len(batch.frames) < self._max_batch and not self._stopping:
+                remaining = linger_until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._queue.popleft()
+            self._pending -= len(batch.frames)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            batch.settle(self._commit(batch.frames))
+
+    def _write_all(self, fd: int, data: bytes, offset: int) -> None:
+        written = 0
+        while written < len(data):
+            n = self._pwrite(fd, data[written:] if written else data, offset + written)
+            if n <= 0:
+                raise OSError(errno.EIO, "write returned 0")
+            written += n
+
+    def _commit(self, frames: list[bytes]) -> JournalError | None:
+        if self._failed is not None:
+            return self._failed
+        data = b"".join(frames)
+        try:
+            self._write_all(self._fd, data, self._end)
+        except OSError as e:
+            self._failures += 1
+            error = JournalError(
+                f"issuance log write failed, {len(frames)} records not recorded: {e}"
+            )
+            log.error("%s", error)
+            try:  # undo a partial write so the log stays a sequence of whole records
+                os.ftruncate(self._fd, self._end)
+            except OSError as e2:
+                self._failed = JournalError(
+                    f"issuance log write failed and could not be rolled back: {e2}"
+                )
+                log.critical("%s; refusing all further records", self._failed)
+            return error
+        try:
+            self._fsync(self._fd)
+        except OSError as e:
+            # After a failed fsync the kernel may have dropped the dirty pages: what is on
+            # disk is unknown, so no later fsync can vouch for these records. Stop for good.
+            self._failures += 1
+            self._failed = JournalError(f"issuance log fsync failed, log stopped: {e}")
+            log.critical("%s", self._failed)
+            return self._failed
+        self._end += len(data)
+        self._records += len(frames)
+        self._batches += 1
+        self._fsyncs += 1
+        self._bytes += len(data)
+        return None
