@@ -147,7 +147,7 @@ _START = b"$!"
 _END = b"\r\n"
 # NMEA 0183 §5.3: valid sentence characters are printable ASCII 0x20–0x7E.
 _STOP = re.compile(rb"[\r\n$!]|[^\x20-\x7e]")
-_CHECKSUM = re.compile(r"^([$!])([^*]*)\*([0-9A-Fa-f]{2})$")
+_CHECKSUM = re.compile(r"^([$!])([^*]*)\*([0-9A-Fa-f]{2})\Z")
 
 
 def checksum(body: str) -> int:
@@ -354,10 +354,12 @@ class Malformed:
 
 Sentence = Rmc | Gga | Gns | Zda | Gsa | Malformed
 
-_TIME = re.compile(r"^(\d\d)(\d\d)(\d\d)(?:\.(\d{1,9}))?$")
-_DDMMYY = re.compile(r"^(\d\d)(\d\d)(\d\d)$")
-_DIGITS = re.compile(r"^\d{1,3}$")
-_DECIMAL = re.compile(r"^\d{1,4}(?:\.\d{1,4})?$")
+_TIME = re.compile(r"^(\d\d)(\d\d)(\d\d)(?:\.(\d{1,9}))?\Z", re.ASCII)
+_DDMMYY = re.compile(r"^(\d\d)(\d\d)(\d\d)\Z", re.ASCII)
+_DIGITS = re.compile(r"^\d{1,3}\Z", re.ASCII)
+_DECIMAL = re.compile(r"^\d{1,4}(?:\.\d{1,4})?\Z", re.ASCII)
+_TWO_DIGITS = re.compile(r"^\d\d\Z", re.ASCII)
+_YEAR = re.compile(r"^\d{4}\Z", re.ASCII)
 _ADDRESS = re.compile(r"^\$([A-Z]{2})([A-Z]{3}),")
 
 # RMC mode indicator (NMEA 0183 v2.3 §6.3): usable for time when a real fix backs it.
@@ -477,7 +479,7 @@ def _checked(talker: str, kind: str, data: list[str]) -> Sentence:
     if kind == "GNS":
         # time, lat, N/S, lon, E/W, mode letters, satellites, HDOP, …
         modes = _field(data, 5)
-        if modes and re.match(r"^[ADEFMNPRS]{1,8}$", modes) is None:
+        if modes and re.match(r"^[ADEFMNPRS]{1,8}\Z", modes) is None:
             raise FieldError(f"mode indicator malformed: {modes!r}")
         return Gns(
             talker,
@@ -492,9 +494,9 @@ def _checked(talker: str, kind: str, data: list[str]) -> Sentence:
         date: dt.date | None = None
         if day or month or year:
             text = f"{day},{month},{year}"
-            if not (re.match(r"^\d\d$", day) and re.match(r"^\d\d$", month)):
+            if not (_TWO_DIGITS.match(day) and _TWO_DIGITS.match(month)):
                 raise FieldError(f"date fields malformed: {text!r}")
-            if not re.match(r"^\d{4}$", year):
+            if not _YEAR.match(year):
                 raise FieldError(f"year field malformed: {year!r}")
             date = _date(int(year), int(month), int(day), text)
         return Zda(talker, parse_time(_field(data, 0)), date)
