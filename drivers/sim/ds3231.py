@@ -565,8 +565,10 @@ class SimDS3231:
         """Catch up with faults and conversions up to ``now``."""
         if self._faults is not None:
             faults, set_ns = self._faults()
-            if set_ns != self._seen_set_ns or faults != self._seen_faults:
-                at = min(max(set_ns, self._anchor_mono), now)
+            # A fault set stamped in the future is not in force yet.
+            new = set_ns != self._seen_set_ns or faults != self._seen_faults
+            if new and set_ns <= now:
+                at = max(set_ns, self._anchor_mono)
                 self._advance_conversions(at)
                 self._reanchor(at)
                 step_ns = round((faults.offset_s - self._seen_faults.offset_s) * NS_PER_S)
