@@ -634,6 +634,15 @@ class NtpClient:
     :meth:`next_due_ns` may be called from any thread. ``clock`` is the raw monotonic clock
     (nanoseconds) used for the exchange timestamps and deadlines; ``realtime`` the host
     clock used only for the informational ``host_offset_ns``.
+
+    A polling thread looks like this (every wait bounded, stoppable)::
+
+        while not stop.is_set():
+            for sample in client.poll_due(mono_ns()):
+                ensemble.add(sample)
+            due = client.next_due_ns()
+            wait_ns = 1_000_000_000 if due is None else max(0, due - mono_ns())
+            stop.wait(min(wait_ns / 1e9, 1.0))
     """
 
     def __init__(
@@ -813,7 +822,8 @@ class NtpClient:
                         f.ignored += 1
                         if f.last_ignored is None or verdict.result is PollResult.ORIGIN_MISMATCH:
                             f.last_ignored = verdict
-                        log.warning("NTP %s (%s): %s", f.source, f.server, verdict.reason)
+                        if f.ignored == 1:  # once per poll: a flood must not flood the log
+                            log.warning("NTP %s (%s): %s", f.source, f.server, verdict.reason)
                         continue
                     verdicts[f.index] = verdict
                     sel.unregister(f.sock)
