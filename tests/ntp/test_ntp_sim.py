@@ -297,3 +297,33 @@ def test_unresolvable_name_is_reported_not_raised() -> None:
     assert poll_once(client) == []
     status = client.servers()[0]
     assert status.result is PollResult.UNREACHABLE and "no-such-host.invalid" in status.reason
+
+
+def test_each_server_is_polled_on_its_own_schedule(
+    faults: FaultBox, sim_server: SimNtpServer
+) -> None:
+    with SimNtpServer(faults) as slow_server:
+        fast, slow = sim_server.address, slow_server.address
+        client = NtpClient(
+            NtpConfig(
+                servers=(
+                    NtpServerConfig(host=fast[0], port=fast[1], name="ntp-fast"),
+                    NtpServerConfig(
+                        host=slow[0], port=slow[1], name="ntp-slow", poll_interval_s=10
+                    ),
+                ),
+                poll_interval_s=1,
+                timeout_s=TIMEOUT_S,
+            )
+        )
+        now = mono_ns()
+        first = client.poll_due(now)
+        assert sorted(s.source for s in first) == ["ntp-fast", "ntp-slow"]
+        assert client.next_due_ns() == now + 1 * S
+        assert client.poll_due(now + S // 2) == []  # nobody due yet: nothing sent
+        assert [s.source for s in client.poll_due(now + 1 * S)] == ["ntp-fast"]
+        assert [s.source for s in client.poll_due(now + 10 * S)] == ["ntp-fast", "ntp-slow"]
+        assert (sim_server.requests, slow_server.requests) == (3, 2)
+        fast_status, slow_status = client.servers()
+        assert fast_status.next_poll_mono_ns == now + 11 * S
+        assert slow_status.next_poll_mono_ns == now + 20 * S
