@@ -11,6 +11,7 @@ import calendar
 import errno
 import threading
 import time
+from collections.abc import Callable
 
 import adafruit_ds3231
 import pytest
@@ -331,11 +332,12 @@ def test_silent_chip_nacks_like_linux_i2c() -> None:
     box.set(RtcFaults(silent=True))
     assert bus.try_lock()
     try:
-        for call in (
+        calls: list[Callable[[], None]] = [
             lambda: bus.writeto(DS3231_ADDRESS, b"\x00"),
             lambda: bus.readfrom_into(DS3231_ADDRESS, bytearray(1)),
             lambda: bus.writeto_then_readfrom(DS3231_ADDRESS, b"\x00", bytearray(1)),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(OSError) as info:
                 call()
             assert info.value.errno == errno.EREMOTEIO
