@@ -104,20 +104,29 @@ def test_faults_json_round_trip(world: SimWorld) -> None:
     assert world.faults == Faults() and world.faults_json() == {"gps": {}, "ntp": {}, "rtc": {}}
 
 
-def test_set_faults_replaces_the_whole_set_and_restarts_only_changed_drift(world: SimWorld) -> None:
+def test_set_faults_replaces_the_whole_set_and_restarts_only_changed_drift(
+    world: SimWorld,
+) -> None:
     t0 = world.faults_set_mono_ns
-    world.set_faults_json({"gps": {"offset_s": 5.0}, "rtc": {"drift_ppm": 20.0}})
+    world.set_faults_json({"gps": {"drift_ppm": 5.0}, "rtc": {"drift_ppm": 20.0}})
     t1 = world.faults_set_mono_ns
     assert t1["gps"] > t0["gps"] and t1["rtc"] > t0["rtc"] and t1["ntp"] == t0["ntp"]
-    world.set_faults_json({"ntp": {"unsynchronised": True}, "rtc": {"drift_ppm": 20.0}})
+    world.set_faults_json({"gps": {"drift_ppm": 5.0, "fix": False}, "ntp": {"offset_s": 1.0}})
     t2 = world.faults_set_mono_ns
-    # POST replaces: the GPS fault is gone, not merged
-    assert world.faults == Faults(ntp=NtpFaults(unsynchronised=True), rtc=RtcFaults(drift_ppm=20.0))
-    assert t2["gps"] > t1["gps"] and t2["ntp"] > t1["ntp"]
-    assert t2["rtc"] == t1["rtc"]  # unchanged: its drift keeps accumulating
+    # POST replaces: the RTC fault is gone, not merged
+    assert world.faults == Faults(
+        gps=GpsFaults(drift_ppm=5.0, fix=False), ntp=NtpFaults(offset_s=1.0)
+    )
+    assert t2["ntp"] > t1["ntp"] and t2["rtc"] > t1["rtc"]
+    assert t2["gps"] == t1["gps"]  # same drift, only the fix changed: it keeps accumulating
+    world.set_faults_json({"gps": {"drift_ppm": 5.0}, "ntp": {"offset_s": 1.0, "kod": "DENY"}})
+    t3 = world.faults_set_mono_ns
+    assert t3 == t2
+    world.set_faults_json({"gps": {"drift_ppm": 6.0}, "ntp": {"offset_s": 1.0, "kod": "DENY"}})
+    assert world.faults_set_mono_ns["gps"] > t3["gps"]
     # what each part polls is the pair (its faults, that instant)
-    assert world._rtc_faults() == (RtcFaults(drift_ppm=20.0), t1["rtc"])
-    assert world._gps_faults() == (GpsFaults(), t2["gps"])
+    assert world._gps_faults() == (GpsFaults(drift_ppm=6.0), world.faults_set_mono_ns["gps"])
+    assert world._rtc_faults() == (RtcFaults(), t2["rtc"])
 
 
 @pytest.mark.parametrize(

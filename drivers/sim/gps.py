@@ -279,7 +279,11 @@ class SimGps:
         self._cycles = 0
         self._bytes_written = 0
         self._bytes_dropped = 0
-        self._plug()
+        try:
+            self._plug()
+        except DriverError:
+            os.rmdir(self._dir)
+            raise
 
     # -- the cable ---------------------------------------------------------------------------
 

@@ -8,9 +8,10 @@ paths: pyserial opens :attr:`SimWorld.gps_device`, the NTP client sends UDP pack
 
 Faults are swapped atomically as a whole :class:`~drivers.sim.faults.Faults` set (the
 appliance's ``POST /sim/faults`` replaces it, ``DELETE`` clears it). For each source the
-world records the ``CLOCK_MONOTONIC_RAW`` instant its faults last changed; a source's
-``drift_ppm`` accumulates from that instant, and a source whose faults did not change keeps
-its instant (its drift keeps accumulating).
+world records the ``CLOCK_MONOTONIC_RAW`` instant its faults last changed (for the GPS and
+NTP: its ``offset_s`` or ``drift_ppm``); a source's ``drift_ppm`` accumulates from that
+instant, and a source whose clock error did not change keeps its instant (its drift keeps
+accumulating).
 """
 
 from __future__ import annotations
@@ -191,13 +192,18 @@ class SimWorld:
 
     @property
     def faults_set_mono_ns(self) -> dict[str, int]:
-        """Per source, the ``CLOCK_MONOTONIC_RAW`` instant its faults last changed."""
+        """Per source, the ``CLOCK_MONOTONIC_RAW`` instant its drift accumulates from."""
         state = self._state
         return {"gps": state.gps_set_ns, "ntp": state.ntp_set_ns, "rtc": state.rtc_set_ns}
 
     def set_faults(self, faults: Faults) -> None:
-        """Replace the whole fault set at once; a source whose faults change restarts its
-        drift from now, the others keep theirs."""
+        """Replace the whole fault set at once.
+
+        A GPS or NTP source whose clock error (``offset_s``, ``drift_ppm``) changes restarts
+        its drift from now; one whose clock error is unchanged keeps accumulating (so
+        toggling ``fix`` or ``unsynchronised`` does not snap a drifting source back). The
+        RTC's instant moves on any change of its faults.
+        """
         if not isinstance(faults, Faults):
             raise FaultError(f"expected a Faults set, got {type(faults).__name__}")
         with self._lock:
@@ -205,8 +211,10 @@ class SimWorld:
             now = mono_ns()
             self._state = _FaultState(
                 faults,
-                old.gps_set_ns if faults.gps == old.faults.gps else now,
-                old.ntp_set_ns if faults.ntp == old.faults.ntp else now,
+                old.gps_set_ns if _same_clock(faults.gps, old.faults.gps) else now,
+                old.ntp_set_ns if _same_clock(faults.ntp, old.faults.ntp) else now,
+                # The DS3231 model applies every change (a power loss, a step) as an event
+                # at this instant and keeps the time its drift gained, so any change counts.
                 old.rtc_set_ns if faults.rtc == old.faults.rtc else now,
             )
         if faults != old.faults:
@@ -237,6 +245,11 @@ class SimWorld:
         faults = Faults.from_json(data)
         self.set_faults(faults)
         return faults
+
+
+def _same_clock(new: GpsFaults | NtpFaults, old: GpsFaults | NtpFaults) -> bool:
+    """Whether the source's clock error (step and drift) is unchanged."""
+    return (new.offset_s, new.drift_ppm) == (old.offset_s, old.drift_ppm)
 
 
 def _dumps(faults: Faults) -> str:
