@@ -110,9 +110,12 @@ class GpsReceiver:
         self.config = config
         self.decoder = NmeaDecoder(config)
         self.reopens = 0  # how many times the port was lost and reopened
+        self.bytes_read = 0
         self._clock = clock
         self._open_port = open_port
         self._stop = threading.Event()
+        # Set while the port is open (pyserial flushes the input queue when it opens).
+        self.port_open = threading.Event()
 
     def stop(self) -> None:
         """Ask :meth:`reports`/:meth:`samples` to return (within ``read_timeout_s``)."""
@@ -152,6 +155,7 @@ class GpsReceiver:
                 wait(backoff_s)
                 backoff_s = min(backoff_s * 2, cfg.reopen_backoff_max_s)
                 continue
+            self.port_open.set()
             if lost_since is not None:
                 self.reopens += 1
                 log.warning("%s: %s is back", cfg.name, cfg.device)
@@ -164,11 +168,13 @@ class GpsReceiver:
                     data = port.read(max(1, min(waiting, cfg.read_max_bytes)))
                     now = self._clock()
                     if data:
+                        self.bytes_read += len(data)
                         backoff_s = cfg.reopen_backoff_min_s  # the link works again
                         yield from self.decoder.feed(data, now)
                     else:
                         yield from self.decoder.poll(now)
             except (serial.SerialException, OSError) as e:
+                self.port_open.clear()
                 lost_since = str(e)
                 log.warning(
                     "%s: %s lost (%s); retrying in %.1f s", cfg.name, cfg.device, e, backoff_s
@@ -178,6 +184,7 @@ class GpsReceiver:
                 wait(backoff_s)
                 backoff_s = min(backoff_s * 2, cfg.reopen_backoff_max_s)
                 continue
+            self.port_open.clear()
             _close(port)
         yield from self.decoder.link_lost()
 

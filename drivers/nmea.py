@@ -11,7 +11,7 @@ Public API::
     decoder = NmeaDecoder(config)
     for report in decoder.feed(chunk, mono_ns):         # GpsSample | GpsRejection
         ...
-    decoder.poll(mono_ns)     # closes a cycle after ``cycle_quiet_s`` of silence
+    decoder.poll(mono_ns)     # closes a cycle after ``cycle_quiet_s`` without any byte
     decoder.flush()           # closes the open cycle (end of capture, port lost)
 
 Three layers:
@@ -91,7 +91,7 @@ class GpsConfig:
     uncertainty_s: float = 0.45
     date_floor: dt.date = RELEASE_DATE
     nmea_line_max_bytes: int = DEFAULT_LINE_MAX_BYTES
-    cycle_quiet_s: float = 0.5  # a cycle ends after this long without a sentence
+    cycle_quiet_s: float = 0.5  # a cycle ends after this long without any byte
     read_timeout_s: float = 0.2  # one serial read blocks at most this long
     read_max_bytes: int = 4096  # one serial read returns at most this much
     reopen_backoff_min_s: float = 0.5
@@ -591,7 +591,7 @@ class NmeaDecoder:
     A cycle is every sentence from the first timed sentence (RMC, GGA, ZDA) labelling a UTC
     second to the first timed sentence labelling another second; untimed GSA joins the
     open cycle. The cycle closes when the next one starts, after ``cycle_quiet_s`` without
-    a sentence (checked by :meth:`feed` and :meth:`poll`), or on :meth:`flush`.
+    any byte (checked by :meth:`feed` and :meth:`poll`), or on :meth:`flush`.
     """
 
     def __init__(self, config: GpsConfig) -> None:
@@ -599,6 +599,7 @@ class NmeaDecoder:
         self.framer = NmeaFramer(config.nmea_line_max_bytes)
         self.stats = DecoderStats()
         self._cycle: _Cycle | None = None
+        self._last_rx_ns: int | None = None  # arrival of the last bytes, whatever they were
         self._last_label_ns: int | None = None
         self._latency_ns = round(config.latency_s * NS_PER_S)
         self._error_ns = round(config.uncertainty_s * NS_PER_S)
@@ -607,14 +608,15 @@ class NmeaDecoder:
     def feed(self, data: bytes, mono_ns: int) -> list[GpsReport]:
         """Bytes that arrived at ``mono_ns`` (``CLOCK_MONOTONIC_RAW``)."""
         out = self.poll(mono_ns)
+        self._last_rx_ns = mono_ns
         for frame in self.framer.feed(data, mono_ns):
             out.extend(self._sentence(frame))
         return out
 
     def poll(self, mono_ns: int) -> list[GpsReport]:
-        """Close the open cycle if nothing joined it for ``cycle_quiet_s``."""
-        c = self._cycle
-        if c is not None and mono_ns - c.last_mono_ns >= self._quiet_ns:
+        """Close the open cycle if no byte at all arrived for ``cycle_quiet_s``."""
+        last = self._last_rx_ns
+        if self._cycle is not None and last is not None and mono_ns - last >= self._quiet_ns:
             return self.flush()
         return []
 
