@@ -150,8 +150,9 @@ def test_simulated_server_ignores_garbage_and_keeps_serving(sim_server: SimNtpSe
     # \x1c is version 3 mode 4 (a server packet), \x23 * 2000 a v4 client request, truncated
     reply = ntp_query(*sim_server.address, 1.0)
     assert reply is not None
+    # The counters are updated by the server thread right after it sends: wait for them.
     deadline = time.monotonic() + 1.0
-    while sim_server.ignored < 4 and time.monotonic() < deadline:
+    while (sim_server.ignored, sim_server.replies) < (4, 2) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sim_server.ignored == 4
     assert sim_server.requests == 2 and sim_server.replies == 2
