@@ -149,9 +149,9 @@ class GpsReceiver:
             except DriverError as e:
                 if lost_since is None:
                     lost_since = str(e)
-                    log.warning("%s; retrying in %.1f s", e, backoff_s)
+                    log.warning("%s; retrying in %s s", e, round(backoff_s, 2))
                 else:  # already reported as lost: keep the log readable
-                    log.info("%s; retrying in %.1f s", e, backoff_s)
+                    log.info("%s; retrying in %s s", e, round(backoff_s, 2))
                 wait(backoff_s)
                 backoff_s = min(backoff_s * 2, cfg.reopen_backoff_max_s)
                 continue
@@ -177,7 +177,11 @@ class GpsReceiver:
                 self.port_open.clear()
                 lost_since = str(e)
                 log.warning(
-                    "%s: %s lost (%s); retrying in %.1f s", cfg.name, cfg.device, e, backoff_s
+                    "%s: %s lost (%s); retrying in %s s",
+                    cfg.name,
+                    cfg.device,
+                    e,
+                    round(backoff_s, 2),
                 )
                 yield from self.decoder.link_lost()
                 _close(port)
