@@ -102,7 +102,11 @@ class Faults:
     def from_json(cls, data: Any) -> Faults:
         if not isinstance(data, dict):
             raise FaultError("expected a JSON object such as {\"gps\": {\"offset_s\": 5.0}}")
-        parts = {"gps": GpsFaults, "ntp": NtpFaults, "rtc": RtcFaults}
+        parts: dict[str, type[_SourceFaults]] = {
+            "gps": GpsFaults,
+            "ntp": NtpFaults,
+            "rtc": RtcFaults,
+        }
         unknown = set(data) - set(parts)
         if unknown:
             raise FaultError(f"unknown source(s): {', '.join(sorted(unknown))}")
