@@ -102,15 +102,14 @@ class Faults:
     def from_json(cls, data: Any) -> Faults:
         if not isinstance(data, dict):
             raise FaultError("expected a JSON object such as {\"gps\": {\"offset_s\": 5.0}}")
-        parts: dict[str, type[_SourceFaults]] = {
-            "gps": GpsFaults,
-            "ntp": NtpFaults,
-            "rtc": RtcFaults,
-        }
-        unknown = set(data) - set(parts)
+        unknown = set(data) - {"gps", "ntp", "rtc"}
         if unknown:
             raise FaultError(f"unknown source(s): {', '.join(sorted(unknown))}")
-        return cls(**{name: parts[name].from_json(name, data[name]) for name in data})
+        return cls(
+            gps=GpsFaults.from_json("gps", data.get("gps", {})),
+            ntp=NtpFaults.from_json("ntp", data.get("ntp", {})),
+            rtc=RtcFaults.from_json("rtc", data.get("rtc", {})),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"gps": self.gps.to_json(), "ntp": self.ntp.to_json(), "rtc": self.rtc.to_json()}
