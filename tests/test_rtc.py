@@ -345,7 +345,7 @@ def test_stuck_busy_hits_the_conversion_deadline_in_real_time() -> None:
     with pytest.raises(DriverError, match=r"did not finish within 0.2 s \(BSY stuck at 1\)"):
         rtc.temperature(force=True)
     elapsed = time.monotonic() - started
-    assert 0.2 <= elapsed < 0.45
+    assert 0.2 <= elapsed < 0.7
 
 
 def test_a_conversion_that_never_ends_hits_the_deadline_on_conv() -> None:
@@ -413,7 +413,8 @@ def test_set_time_in_real_time_aligns_within_a_few_ms() -> None:
     residual_s = rtc.set_time(reference)
     assert mono_ns() - started < 2.5 * NS
     utc_at_reset = reference(chip.chain_reset_mono_ns)
-    assert abs(utc_at_reset - round(utc_at_reset / NS) * NS) < 3 * MS
+    # Within set_max_error_s (5 ms) of the boundary, plus half a write on a loaded machine.
+    assert abs(utc_at_reset - round(utc_at_reset / NS) * NS) < 10 * MS
     assert abs(residual_s) <= 0.005
 
 
