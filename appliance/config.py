@@ -55,8 +55,8 @@ class ClockSection:
 @dataclass(frozen=True, slots=True)
 class TsaSection:
     key_file: str = "keys/tsa.key"  # relative paths are under the data directory
-    cert_file: str = "keys/tsa.crt"
-    chain_file: str | None = "keys/ca.crt"
+    cert_file: str = "keys/tsa.pem"
+    chain_file: str | None = "keys/chain.pem"
     policy_oid: str = DEFAULT_POLICY_OID
     accepted_policies: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 1024
@@ -130,10 +130,10 @@ def _section(cls: type[Any], name: str, data: Any) -> Any:
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif (
-            default is not None
-            and not isinstance(value, type(default))
-            or isinstance(value, bool)
-            and not isinstance(default, bool)
+            (default is not None
+            and not isinstance(value, type(default)))
+            or (isinstance(value, bool)
+            and not isinstance(default, bool))
         ):
             raise ConfigError(f"[{name}] {key}: expected {type(default).__name__}")
         values[key] = value

@@ -113,9 +113,7 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
         raise
     service = request.app[TSA]
     timekeeper = request.app[TIMEKEEPER]
-    reply = service.authority.respond(
-        body, time=timekeeper.token_time, serial=service.serials.next
-    )
+    reply = service.authority.respond(body, time=timekeeper.token_time, serial=service.serials.next)
     if reply.granted:
         if service.journal is not None:
             try:
@@ -126,9 +124,7 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
                 from appliance.tsa import FailInfo
 
                 service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
-                der = service.authority.reject(
-                    FailInfo.systemFailure, "issuance log unavailable"
-                )
+                der = service.authority.reject(FailInfo.systemFailure, "issuance log unavailable")
                 return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
         service.granted += 1
     else:
@@ -140,7 +136,15 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
 def _issued(reply: Any, state: str) -> Any:
     from appliance.tsa.journal import Issued
 
-    return Issued.from_reply(reply, ensemble_state=state)
+    return Issued(
+        serial=reply.serial,
+        gen_time_ns=reply.gen_time_ns,
+        accuracy_us=reply.accuracy_us,
+        hash_algorithm=reply.hash_alg,
+        message_imprint=reply.imprint,
+        nonce=reply.nonce,
+        ensemble_state=state,
+    )
 
 
 async def tsa_certs(request: web.Request) -> web.Response:
@@ -223,47 +227,101 @@ async def metrics(request: web.Request) -> web.Response:
             state is a.state,
             {"state": state.value},
         )
-    e.add("horodate_clock_bound_seconds", "gauge", "Error bound of the ensemble's UTC",
-          _seconds(a.bound_ns))
+    e.add(
+        "horodate_clock_bound_seconds",
+        "gauge",
+        "Error bound of the ensemble's UTC",
+        _seconds(a.bound_ns),
+    )
     e.add(
         "horodate_clock_offset_seconds",
         "gauge",
         "Ensemble UTC minus the host's system clock",
         None if a.utc_ns is None else (a.utc_ns - real_now) / NS_PER_S,
     )
-    e.add("horodate_clock_frequency_ppm", "gauge", "Estimated local crystal frequency error",
-          a.frequency_ppm)
-    e.add("horodate_clock_skew_ppm", "gauge", "Uncertainty of the frequency estimate",
-          a.skew_ppm)
+    e.add(
+        "horodate_clock_frequency_ppm",
+        "gauge",
+        "Estimated local crystal frequency error",
+        a.frequency_ppm,
+    )
+    e.add("horodate_clock_skew_ppm", "gauge", "Uncertainty of the frequency estimate", a.skew_ppm)
     for s in a.sources:
         labels = {"source": s.name}
-        e.add("horodate_source_selected", "gauge", "1 when the source is a truechimer in use",
-              s.status.value == "selected", labels)
-        e.add("horodate_source_status", "gauge", "1 for the source's current status",
-              1, {"source": s.name, "status": s.status.value})
-        e.add("horodate_source_offset_seconds", "gauge", "Source UTC minus ensemble UTC",
-              _seconds(s.offset_ns), labels)
-        e.add("horodate_source_bound_seconds", "gauge", "Half-width of the source's interval",
-              _seconds(s.bound_ns), labels)
-        e.add("horodate_source_samples_total", "counter", "Samples received from the source",
-              s.samples, labels)
+        e.add(
+            "horodate_source_selected",
+            "gauge",
+            "1 when the source is a truechimer in use",
+            s.status.value == "selected",
+            labels,
+        )
+        e.add(
+            "horodate_source_status",
+            "gauge",
+            "1 for the source's current status",
+            1,
+            {"source": s.name, "status": s.status.value},
+        )
+        e.add(
+            "horodate_source_offset_seconds",
+            "gauge",
+            "Source UTC minus ensemble UTC",
+            _seconds(s.offset_ns),
+            labels,
+        )
+        e.add(
+            "horodate_source_bound_seconds",
+            "gauge",
+            "Half-width of the source's interval",
+            _seconds(s.bound_ns),
+            labels,
+        )
+        e.add(
+            "horodate_source_samples_total",
+            "counter",
+            "Samples received from the source",
+            s.samples,
+            labels,
+        )
     counters = timekeeper.counters()
-    e.add("horodate_samples_total", "counter", "Samples received from all drivers",
-          counters.samples)
-    e.add("horodate_samples_untrusted_total", "counter", "Samples refused by their driver",
-          counters.untrusted)
+    e.add(
+        "horodate_samples_total", "counter", "Samples received from all drivers", counters.samples
+    )
+    e.add(
+        "horodate_samples_untrusted_total",
+        "counter",
+        "Samples refused by their driver",
+        counters.untrusted,
+    )
     if TSA in request.app:
         service = request.app[TSA]
-        e.add("horodate_tsa_tokens_granted_total", "counter", "Time-stamp tokens granted",
-              service.granted)
+        e.add(
+            "horodate_tsa_tokens_granted_total",
+            "counter",
+            "Time-stamp tokens granted",
+            service.granted,
+        )
         for reason, count in sorted(service.refused.items()):
-            e.add("horodate_tsa_requests_refused_total", "counter",
-                  "Time-stamp requests refused, by PKIFailureInfo", count, {"fail_info": reason})
+            e.add(
+                "horodate_tsa_requests_refused_total",
+                "counter",
+                "Time-stamp requests refused, by PKIFailureInfo",
+                count,
+                {"fail_info": reason},
+            )
         if service.days_to_expiry is not None:
-            e.add("horodate_tsa_certificate_expiry_days", "gauge",
-                  "Days until the TSA certificate expires", service.days_to_expiry())
-    e.add("horodate_uptime_seconds", "gauge", "Seconds since the server started",
-          time.monotonic() - request.app[STARTED])
+            e.add(
+                "horodate_tsa_certificate_expiry_days",
+                "gauge",
+                "Days until the TSA certificate expires",
+                service.days_to_expiry(),
+            )
+    e.add(
+        "horodate_uptime_seconds",
+        "gauge",
+        "Seconds since the server started",
+        time.monotonic() - request.app[STARTED],
+    )
     return web.Response(text=e.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

@@ -39,6 +39,7 @@ class Timekeeper:
         self._untrusted = 0
         self._issued = 0
         self._refused = 0
+        self.last_issue_state = ""  # the ensemble state of the last time handed to the TSA
 
     @property
     def policy(self) -> Policy:
@@ -79,6 +80,7 @@ class Timekeeper:
             issue = self.issue()
         except TimeNotAvailable as e:
             raise TsaTimeNotAvailable(str(e)) from e
+        self.last_issue_state = issue.state.value
         return issue.utc_ns, issue.bound_ns
 
     def counters(self) -> Counters:

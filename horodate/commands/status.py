@@ -106,7 +106,7 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
         status = str(s.get("status", "?"))
         age = s.get("age_s")
         lines.append(
-            f"{str(s.get('name', '?')):<24} "
+            f"{s.get('name', '?')!s:<24} "
             + _paint(f"{status:<14}", status, color)
             + f" {_duration(s.get('offset_s')):>12} {_bound(s.get('bound_s')):>12} "
             + f"{'—' if age is None else f'{age:.0f}s':>7}  {s.get('reason') or ''}"

@@ -1,0 +1,136 @@
+"""Putting the appliance together from its configuration: keys, serials, issuance log,
+drivers, clock and HTTP server.
+
+Startup refuses clearly rather than half-starts: a missing or invalid TSA key, a serial
+state that exists without its issuance log (or the reverse) are errors an operator must
+look at. Only with ``--simulate`` are development keys created on the fly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from appliance.config import ApplianceConfig
+from appliance.server import ServerConfig, TsaService, create_app
+from appliance.service import Appliance
+
+log = logging.getLogger(__name__)
+
+SERIAL_STATE = "serials.state"
+ISSUANCE_LOG = "issued.log"
+
+
+class StartupError(Exception):
+    """The appliance cannot start with this configuration; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPaths:
+    key: Path
+    cert: Path
+    chain: Path | None
+
+
+def key_paths(config: ApplianceConfig) -> KeyPaths:
+    chain = config.tsa.chain_file
+    return KeyPaths(
+        key=config.path(config.tsa.key_file),
+        cert=config.path(config.tsa.cert_file),
+        chain=None if chain is None else config.path(chain),
+    )
+
+
+def ensure_dev_keys(config: ApplianceConfig) -> KeyPaths:
+    """With ``--simulate``: create a development PKI in the data directory if none is there."""
+    from appliance.keys import init_dev_pki
+
+    paths = key_paths(config)
+    if paths.key.exists():
+        return paths
+    keys_dir = config.data_dir / "keys"
+    log.warning(
+        "no TSA key in %s: creating a DEVELOPMENT CA and TSA key (simulation only)", keys_dir
+    )
+    pki = init_dev_pki(keys_dir, now=dt.datetime.now(dt.UTC))
+    return KeyPaths(key=pki.tsa_key, cert=pki.tsa_cert, chain=pki.chain)
+
+
+def build_tsa(config: ApplianceConfig, paths: KeyPaths, state_label: object) -> TsaService:
+    from appliance.keys import CredentialsError, days_to_expiry, expiry_warning, load_credentials
+    from appliance.tsa import TimeStampAuthority
+    from appliance.tsa.journal import IssuanceLog
+    from appliance.tsa.serials import SerialAllocator, SerialError
+
+    now = dt.datetime.now(dt.UTC)
+    try:
+        creds = load_credentials(paths.key, paths.cert, paths.chain, now=now)
+    except CredentialsError as e:
+        raise StartupError(
+            f"{e} (create development keys with `horodate keys init --dir DIR`)"
+        ) from e
+    warning = expiry_warning(creds, now)
+    if warning:
+        log.warning("tsa: %s", warning)
+    authority = TimeStampAuthority(
+        creds,
+        policy_oid=config.tsa.policy_oid,
+        accepted_policies=frozenset(config.tsa.accepted_policies),
+    )
+    serial_path = config.data_dir / SERIAL_STATE
+    log_path = config.data_dir / ISSUANCE_LOG
+    first_start = not serial_path.exists() and not log_path.exists()
+    if not first_start and not serial_path.exists():
+        raise StartupError(
+            f"{log_path} exists but the serial state {serial_path} is missing: refusing to "
+            "start, serial numbers could repeat (restore the state file from backup)"
+        )
+    try:
+        serials = SerialAllocator(serial_path, create=first_start)
+    except SerialError as e:
+        raise StartupError(str(e)) from e
+    journal = IssuanceLog(log_path)
+    return TsaService(
+        authority=authority,
+        serials=serials,
+        journal=journal,
+        chain_pem=creds.chain_pem(),
+        days_to_expiry=lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC)),
+        state_label=state_label,  # type: ignore[arg-type]
+    )
+
+
+def build_app(config: ApplianceConfig, *, appliance: Appliance | None = None) -> web.Application:
+    """The whole appliance as one aiohttp application; hardware starts with the app."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = ensure_dev_keys(config) if config.simulate else key_paths(config)
+    appliance = appliance or Appliance.from_config(config)
+    timekeeper = appliance.timekeeper
+    try:
+        tsa = build_tsa(config, paths, lambda: timekeeper.last_issue_state)
+    except BaseException:
+        appliance.stop()
+        raise
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        tsa.journal.start()
+        appliance.start()
+        try:
+            yield
+        finally:
+            appliance.stop()
+            tsa.journal.close()
+            tsa.serials.close()
+
+    return create_app(
+        ServerConfig(max_request_bytes=config.tsa.max_request_bytes, simulate=config.simulate),
+        timekeeper,
+        tsa=tsa,
+        world=appliance.sources.world,
+        cleanup=[lifecycle],
+    )

@@ -1,0 +1,261 @@
+"""The running appliance: driver threads feeding the clock, the RTC discipline, the TSA.
+
+Everything blocking (serial reads, NTP round trips, I2C edge timing) runs in its own
+daemon thread and hands samples to the :class:`~appliance.timekeeper.Timekeeper`; the
+aiohttp server only asks the timekeeper. A driver thread that fails logs why and retries
+with a bounded back-off: a source that comes and goes is the ensemble's business, not a
+reason for the process to die.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.clock import Policy
+from appliance.config import ApplianceConfig
+from appliance.timekeeper import Timekeeper
+from drivers.errors import DriverError
+from drivers.monotonic import NS_PER_S, mono_ns
+
+log = logging.getLogger(__name__)
+
+# With --simulate the NTP server is on loopback and ours: poll it briskly so the demo
+# reaches a quorum in seconds, not minutes.
+SIM_NTP_POLL_INTERVAL_S = 4.0
+RTC_READ_INTERVAL_S = 10.0
+THREAD_JOIN_TIMEOUT_S = 3.0
+RETRY_BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class Sources:
+    """The driver objects the appliance reads (real or simulated)."""
+
+    gps: Any | None = None  # drivers.gps.GpsReceiver
+    ntp: Any | None = None  # drivers.ntp.NtpClient
+    rtc: Any | None = None  # drivers.rtc.Ds3231Clock
+    pps: Any | None = None  # drivers.pps.PpsDevice
+    world: Any | None = None  # drivers.sim.world.SimWorld (only with --simulate)
+    notes: list[str] = field(default_factory=list)
+
+
+def policy_for(config: ApplianceConfig) -> Policy:
+    return Policy(quorum=config.clock.quorum, max_error_s=config.clock.max_error_s)
+
+
+def build_sources(config: ApplianceConfig) -> Sources:
+    """The drivers for this configuration; with ``simulate`` the simulated world's."""
+    from drivers.gps import GpsConfig, GpsReceiver
+    from drivers.ntp import NtpClient, NtpConfig, NtpServerConfig
+    from drivers.rtc import Ds3231Clock, RtcConfig, open_i2c_bus
+
+    sources = Sources()
+    gps_overrides: dict[str, Any] = {}
+    if config.gps.latency_s is not None:
+        gps_overrides["latency_s"] = config.gps.latency_s
+    if config.gps.uncertainty_s is not None:
+        gps_overrides["uncertainty_s"] = config.gps.uncertainty_s
+
+    if config.simulate:
+        from drivers.sim.world import SimWorld
+
+        world = SimWorld()
+        world.start()
+        sources.world = world
+        sources.gps = GpsReceiver(
+            GpsConfig(device=world.gps_device, baudrate=9600, **gps_overrides)
+        )
+        host, port = world.ntp_address
+        sources.ntp = NtpClient(
+            NtpConfig(
+                servers=(NtpServerConfig(host=host, port=port, name="ntp:sim"),),
+                poll_interval_s=SIM_NTP_POLL_INTERVAL_S,
+                timeout_s=config.ntp.timeout_s,
+            )
+        )
+        sources.rtc = Ds3231Clock(world.i2c_bus, RtcConfig(i2c_address=config.rtc.address))
+        sources.notes.append(
+            f"simulated hardware: GPS on {world.gps_device}, NTP on {host}:{port}, "
+            "DS3231 on a simulated I2C bus"
+        )
+        return sources
+
+    if config.gps.device:
+        sources.gps = GpsReceiver(
+            GpsConfig(device=config.gps.device, baudrate=config.gps.baudrate, **gps_overrides)
+        )
+    if config.ntp.servers:
+        servers = tuple(_ntp_server(text, NtpServerConfig) for text in config.ntp.servers)
+        sources.ntp = NtpClient(
+            NtpConfig(
+                servers=servers,
+                poll_interval_s=config.ntp.poll_interval_s,
+                timeout_s=config.ntp.timeout_s,
+            )
+        )
+    if config.rtc.i2c_bus is not None:
+        try:
+            bus = open_i2c_bus(config.rtc.i2c_bus)
+            sources.rtc = Ds3231Clock(bus, RtcConfig(i2c_address=config.rtc.address))
+        except DriverError as e:
+            sources.notes.append(f"RTC unavailable: {e}")
+            log.error("rtc0: %s; running without the RTC", e)
+    if config.gps.pps_device:
+        sources.pps = _open_pps(config.gps.pps_device, sources.notes)
+    return sources
+
+
+def _ntp_server(text: str, server_config: Any) -> Any:
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        return server_config(host=host.strip("[]"), port=int(port))
+    return server_config(host=text)
+
+
+def _open_pps(device: str, notes: list[str]) -> Any | None:
+    try:
+        from drivers.pps import PpsConfig, PpsDevice
+
+        return PpsDevice(PpsConfig(device=device))
+    except (DriverError, OSError, TypeError) as e:
+        notes.append(f"PPS unavailable: {e}")
+        log.error("pps0: cannot use %s: %s", device, e)
+        return None
+
+
+class Appliance:
+    """The sources, the timekeeper and the threads between them."""
+
+    def __init__(self, config: ApplianceConfig, sources: Sources, timekeeper: Timekeeper) -> None:
+        self.config = config
+        self.sources = sources
+        self.timekeeper = timekeeper
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def from_config(cls, config: ApplianceConfig) -> Appliance:
+        return cls(config, build_sources(config), Timekeeper(policy_for(config)))
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.sources
+        if s.gps is not None:
+            self._spawn("gps", self._run_gps)
+        if s.ntp is not None:
+            self._spawn("ntp", self._run_ntp)
+        if s.rtc is not None:
+            self._spawn("rtc", self._run_rtc)
+        if s.pps is not None:
+            self._spawn("pps", self._run_pps)
+        for note in s.notes:
+            log.info("appliance: %s", note)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.sources.gps is not None:
+            self.sources.gps.stop()
+        for thread in self._threads:
+            thread.join(THREAD_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("appliance: thread %s did not stop in time", thread.name)
+        if self.sources.world is not None:
+            self.sources.world.stop()
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(
+            target=self._guard, args=(name, target), name=f"horodate-{name}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _guard(self, name: str, target: Callable[[], None]) -> None:
+        """Run a driver loop; on an unexpected failure, log and restart it with back-off."""
+        backoff_s = 1.0
+        while not self._stop.is_set():
+            try:
+                target()
+                return
+            except Exception:
+                log.exception("%s: driver loop failed; restarting in %.0f s", name, backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+
+    # -- the driver loops -----------------------------------------------------------------
+
+    def _run_gps(self) -> None:
+        for sample in self.sources.gps.samples(self._stop):
+            self.timekeeper.add(sample)
+
+    def _run_ntp(self) -> None:
+        client = self.sources.ntp
+        while not self._stop.is_set():
+            for sample in client.poll_due(mono_ns()):
+                self.timekeeper.add(sample)
+            due = client.next_due_ns()
+            wait_ns = NS_PER_S if due is None else max(0, due - mono_ns())
+            self._stop.wait(min(wait_ns / NS_PER_S, 1.0))
+
+    def _run_pps(self) -> None:
+        for sample in self.sources.pps.samples(self._stop):
+            self.timekeeper.add(sample)
+
+    def _run_rtc(self) -> None:
+        """Read the RTC every few seconds; set it from the consensus when the clock asks."""
+        rtc = self.sources.rtc
+        backoff_s = 1.0
+        while not self._stop.is_set():
+            try:
+                sample = rtc.read()
+                self.timekeeper.add(sample)
+                self._discipline_rtc()
+                backoff_s = 1.0
+                self._stop.wait(RTC_READ_INTERVAL_S)
+            except DriverError as e:
+                log.warning("rtc0: %s; retrying in %.0f s", e, backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
+
+    def _discipline_rtc(self) -> None:
+        rtc = self.sources.rtc
+        action = self.timekeeper.with_ensemble(lambda e, now: e.rtc_action(now))
+        if action is None:
+            return
+        residual_s = rtc.set_time(action.utc_at)
+        check = rtc.read()  # read back through the same edge timing
+        if not check.trusted:
+            log.error("rtc0: set, but reads back untrusted: %s", check.reason)
+            return
+        try:
+            self.timekeeper.with_ensemble(
+                lambda e, _now: e.rtc_was_set(check.mono_ns, check.utc_ns, check.error_ns)
+            )
+        except Exception as e:  # the clock lost its quorum meanwhile: try again later
+            log.warning("rtc0: set, but not adopted as disciplined: %s", e)
+            return
+        log.info("rtc0: set from the consensus (residual %.1f ms)", residual_s * 1e3)
+
+
+@contextmanager
+def running(config: ApplianceConfig) -> Iterator[Appliance]:
+    appliance = Appliance.from_config(config)
+    appliance.start()
+    try:
+        yield appliance
+    finally:
+        appliance.stop()
+
+
+def data_dir_ready(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+__all__ = ["Appliance", "Sources", "build_sources", "policy_for", "running"]

@@ -1,0 +1,74 @@
+"""``horodate appliance``: the time-stamping appliance (clock ensemble + RFC 3161 TSA)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("horodate.appliance")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "appliance",
+        help="run the time-stamping appliance",
+        description="Read GPS, NTP and the DS3231, cross-check them, and serve RFC 3161 "
+        "tokens (POST /tsa), /health, /metrics. Tokens are refused (timeNotAvailable) "
+        "while the time cannot be proven within the policy's bound.",
+    )
+    p.add_argument(
+        "--config", type=Path, help="TOML configuration (systemd/appliance.toml.example)"
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="read simulated hardware (and serve /sim/faults to inject faults)",
+    )
+    p.add_argument("--data-dir", type=Path, help="keys, serial state and issuance log")
+    p.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:3180")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from appliance.bootstrap import StartupError, build_app
+    from appliance.config import ConfigError, load_config
+
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        config = load_config(args.config).with_overrides(
+            simulate=True if args.simulate else None,
+            data_dir=args.data_dir,
+            listen=args.listen,
+        )
+        app = build_app(config)
+    except (ConfigError, StartupError) as e:
+        print(f"horodate appliance: {e}", file=sys.stderr)
+        return 1
+    log.info(
+        "listening on http://%s:%d (%s hardware)",
+        config.listen_host,
+        config.listen_port,
+        "simulated" if config.simulate else "real",
+    )
+    try:
+        web.run_app(
+            app,
+            host=config.listen_host,
+            port=config.listen_port,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+        )
+    except OSError as e:
+        print(
+            f"horodate appliance: cannot listen on {config.listen_host}:{config.listen_port}: "
+            f"{e.strerror or e}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
