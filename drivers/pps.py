@@ -4,14 +4,16 @@ NMEA places a second to within the receiver's latency (hundreds of ms); the puls
 leading (assert) edge marks the start of the second to about a microsecond. But a pulse
 does not say *which* second: it is paired here with the NMEA cycle that labels it.
 
-Public API::
+Public API (the appliance)::
 
-    device = PpsDevice("/dev/pps0")               # thin: open + PPS_FETCH ioctl
-    pulse = device.fetch(timeout_s=1.5)           # -> PpsPulse on CLOCK_MONOTONIC_RAW
-    pairer = PpsPairer(PpsConfig())               # pure
-    pairer.add_pulse(pulse)
-    for pps_sample in pairer.add_gps(gps_sample): # PpsSample(TimeSample), kind PPS
+    pps = PpsReceiver(PpsConfig(device="/dev/pps0"))
+    # GPS thread:  for s in gps.samples(stop): ensemble.add(s); pps.add_gps(s)
+    # PPS thread:
+    for pps_sample in pps.samples(stop):          # PpsSample(TimeSample), kind PPS
         ensemble.add(pps_sample)
+
+and its parts: ``PpsDevice(path).fetch(timeout_s)`` (open + ``PPS_FETCH``, returns a
+:class:`PpsPulse` on ``CLOCK_MONOTONIC_RAW``) and the pure :class:`PpsPairer`.
 
 Layout of the kernel structures (``include/uapi/linux/pps.h``)::
 
@@ -37,11 +39,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import math
 import os
 import platform
 import struct
+import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -49,6 +54,8 @@ from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, paired_ns
 from drivers.nmea import GpsSample
 from drivers.sample import SourceKind, TimeSample
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- kernel ABI
 
@@ -93,6 +100,14 @@ PPS_KINFO = struct.Struct("<II" + "qiI" + "qiI" + "i4x")  # + tail padding to 8
 PPS_FDATA = struct.Struct("<II" + "qiI" + "qiI" + "i4x" + "qiI")  # info, timeout
 # machine -> whether __s64 is 8-byte aligned there (our layout); i386 is not supported.
 SUPPORTED_MACHINES = ("x86_64", "aarch64", "armv7l", "armv6l", "armv8l")
+
+
+class PpsTimeout(DriverError):
+    """No pulse within the fetch timeout (antenna unplugged, receiver without fix)."""
+
+
+class PpsPulseRejected(DriverError):
+    """One pulse that cannot be used (stale, realtime stepped, no new edge)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +308,7 @@ class PpsDevice:
             fcntl.ioctl(self._fd, PPS_FETCH, buf, True)
         except OSError as e:
             if e.errno == errno.ETIMEDOUT:
-                raise DriverError(f"{self.path}: no pulse within {timeout_s} s") from e
+                raise PpsTimeout(f"{self.path}: no pulse within {timeout_s} s") from e
             raise DriverError(f"{self.path}: PPS_FETCH failed: {e}") from e
         return unpack_fetch(bytes(buf))
 
@@ -302,7 +317,98 @@ class PpsDevice:
         f = self.fetch_raw(timeout_s)
         pair_mono, pair_real = paired_ns()  # right after the fetch: see realtime_to_mono
         if f.assert_sequence == self._last_sequence:
-            raise DriverError(f"{self.path}: no new assert edge (sequence {f.assert_sequence})")
+            raise PpsPulseRejected(f"{self.path}: no new assert edge ({f.assert_sequence})")
         self._last_sequence = f.assert_sequence
-        mono, error = realtime_to_mono(f.assert_realtime_ns, pair_mono, pair_real)
+        try:
+            mono, error = realtime_to_mono(f.assert_realtime_ns, pair_mono, pair_real)
+        except DriverError as e:
+            raise PpsPulseRejected(f"{self.path}: {e}") from e
         return PpsPulse(sequence=f.assert_sequence, mono_ns=mono, error_ns=error)
+
+
+class PulseSource:
+    """What :class:`PpsReceiver` needs of a device (a :class:`PpsDevice`)."""
+
+    def fetch(self, timeout_s: float = 1.5) -> PpsPulse:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class PpsReceiver:
+    """Reads pulses in its own thread and pairs them with the GPS samples it is given.
+
+    :meth:`add_gps` is thread-safe (call it from the GPS thread with every GPS sample);
+    :meth:`samples` blocks in ``PPS_FETCH`` at most ``fetch_timeout_s`` at a time and
+    yields the PPS samples made since. A missing or failing device is reopened with
+    back-off (1 s doubling to 30 s), logged once.
+    """
+
+    def __init__(
+        self,
+        config: PpsConfig,
+        *,
+        open_device: Callable[[str], PulseSource | PpsDevice] = PpsDevice,
+    ) -> None:
+        self.config = config
+        self._open = open_device
+        self._pairer = PpsPairer(config)
+        self._lock = threading.Lock()
+        self._ready: deque[PpsSample] = deque(maxlen=64)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def add_gps(self, sample: GpsSample) -> None:
+        with self._lock:
+            self._ready.extend(self._pairer.add_gps(sample))
+
+    def _drain(self) -> list[PpsSample]:
+        with self._lock:
+            out = list(self._ready)
+            self._ready.clear()
+        return out
+
+    def samples(self, stop: threading.Event | None = None) -> Iterator[PpsSample]:
+        cfg = self.config
+        backoff_s = 1.0
+        reported = False
+
+        def stopping() -> bool:
+            return self._stop.is_set() or (stop is not None and stop.is_set())
+
+        while not stopping():
+            try:
+                device = self._open(cfg.device)
+            except DriverError as e:
+                (log.info if reported else log.warning)(
+                    "%s: %s; retrying in %s s", cfg.name, e, backoff_s
+                )
+                reported = True
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 30.0)
+                continue
+            if reported:
+                log.warning("%s: %s is back", cfg.name, cfg.device)
+            reported = False
+            try:
+                while not stopping():
+                    try:
+                        pulse = device.fetch(cfg.fetch_timeout_s)
+                    except (PpsTimeout, PpsPulseRejected) as e:
+                        log.info("%s: %s", cfg.name, e)
+                    else:
+                        with self._lock:
+                            self._pairer.add_pulse(pulse)
+                        backoff_s = 1.0
+                    yield from self._drain()
+            except DriverError as e:
+                log.warning("%s: %s; reopening in %s s", cfg.name, e, backoff_s)
+                reported = True
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 30.0)
+            finally:
+                device.close()
+        yield from self._drain()

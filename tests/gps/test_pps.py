@@ -11,6 +11,8 @@ import ctypes
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,8 @@ from drivers.pps import (
     PpsDevice,
     PpsPairer,
     PpsPulse,
+    PpsReceiver,
+    PpsTimeout,
     pack_fetch_request,
     pps_fetch_number,
     realtime_to_mono,
@@ -200,3 +204,53 @@ def test_real_pps_device_gives_pulses_a_second_apart() -> None:
         b = device.fetch(timeout_s=2.0)
     assert b.sequence == a.sequence + 1
     assert abs((b.mono_ns - a.mono_ns) - NS) < 1_000_000  # 1 s ± 1 ms of crystal error
+
+
+class FakePps:
+    """Stands in for /dev/pps0, which no build machine has: a mock, by necessity.
+
+    It hands out pulses one second apart on a synthetic monotonic timescale, then times
+    out, as a real device does when the antenna is unplugged.
+    """
+
+    def __init__(self, pulses: list[PpsPulse]) -> None:
+        self.pulses = list(pulses)
+        self.closed = False
+
+    def fetch(self, timeout_s: float = 1.5) -> PpsPulse:
+        if self.pulses:
+            return self.pulses.pop(0)
+        raise PpsTimeout("no pulse within 0 s")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_receiver_pairs_pulses_with_gps_samples_fed_from_another_thread() -> None:
+    fake = FakePps([PpsPulse(sequence=i, mono_ns=(10 + i) * NS, error_ns=1_000) for i in range(3)])
+    receiver = PpsReceiver(PpsConfig(), open_device=lambda path: fake)
+    stop = threading.Event()
+    got: list = []
+
+    def run() -> None:
+        for s in receiver.samples(stop):
+            got.append(s)
+
+    # GPS samples of the seconds marked by pulses 0 and 1 (arriving 300 ms after each).
+    first = gps_at(10 * NS + 300_000_000, time="120000.00")
+    second = gps_at(11 * NS + 300_000_000, time="120001.00")
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while fake.pulses and time.monotonic() < deadline:
+        time.sleep(0.01)
+    receiver.add_gps(first)
+    receiver.add_gps(second)
+    time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and fake.closed
+    assert [(s.sequence, s.utc_ns) for s in got] == [
+        (0, first.label_utc_ns),
+        (1, second.label_utc_ns),
+    ]
