@@ -40,7 +40,7 @@ from drivers.sim.gps import (
 
 # Scheduling slack on a shared 2-core machine: a line can only arrive *after* it was written,
 # so lower bounds are tight and upper bounds carry this much room.
-LATE_S = 0.15
+LATE_S = 0.2
 EARLY_S = 0.005
 
 
@@ -364,7 +364,9 @@ def test_drift_makes_the_receiver_clock_run_fast(runs: dict[str, Future[Result]]
         (full[b][0].arrival_ns - full[a][0].arrival_ns) / NS_PER_S
         for a, b in itertools.pairwise(labels)
     ]
-    assert all(0.8 - 0.05 <= gap <= 0.8 + 0.08 for gap in gaps), gaps
+    # 0.8 s apart when written; each arrival may be late, which moves a gap either way (a
+    # healthy receiver's 1.0 s stays outside)
+    assert all(0.8 - 0.12 <= gap <= 0.8 + 0.12 for gap in gaps), gaps
     assert labels[-1] - labels[0] == len(labels) - 1
 
 
