@@ -61,7 +61,7 @@ def ensure_dev_keys(config: ApplianceConfig) -> KeyPaths:
     return KeyPaths(key=pki.tsa_key, cert=pki.tsa_cert, chain=pki.chain)
 
 
-def build_tsa(config: ApplianceConfig, paths: KeyPaths, state_label: object) -> TsaService:
+def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
     from appliance.keys import CredentialsError, days_to_expiry, expiry_warning, load_credentials
     from appliance.tsa import TimeStampAuthority
     from appliance.tsa.journal import IssuanceLog
@@ -101,7 +101,6 @@ def build_tsa(config: ApplianceConfig, paths: KeyPaths, state_label: object) -> 
         journal=journal,
         chain_pem=creds.chain_pem(),
         days_to_expiry=lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC)),
-        state_label=state_label,  # type: ignore[arg-type]
     )
 
 
@@ -112,7 +111,7 @@ def build_app(config: ApplianceConfig, *, appliance: Appliance | None = None) ->
     appliance = appliance or Appliance.from_config(config)
     timekeeper = appliance.timekeeper
     try:
-        tsa = build_tsa(config, paths, lambda: timekeeper.last_issue_state)
+        tsa = build_tsa(config, paths)
     except BaseException:
         appliance.stop()
         raise

@@ -129,11 +129,8 @@ def _section(cls: type[Any], name: str, data: Any) -> Any:
             value = tuple(value)
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        elif (
-            (default is not None
-            and not isinstance(value, type(default)))
-            or (isinstance(value, bool)
-            and not isinstance(default, bool))
+        elif (default is not None and not isinstance(value, type(default))) or (
+            isinstance(value, bool) and not isinstance(default, bool)
         ):
             raise ConfigError(f"[{name}] {key}: expected {type(default).__name__}")
         values[key] = value

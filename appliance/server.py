@@ -26,7 +26,7 @@ from appliance.clock import Assessment
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition
 from appliance.timekeeper import Timekeeper
-from drivers.monotonic import NS_PER_S, paired_ns
+from drivers.monotonic import NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ class TsaService:
     journal: Any | None  # appliance.tsa.journal.IssuanceLog (None: no log, tests only)
     chain_pem: bytes
     days_to_expiry: Callable[[], float] | None = None
-    state_label: Callable[[], str] = lambda: ""
     granted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
 
@@ -117,7 +116,7 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
     if reply.granted:
         if service.journal is not None:
             try:
-                await service.journal.append_async(_issued(reply, service.state_label()))
+                await service.journal.append_async(_issued(reply, timekeeper.last_issue_state))
             except Exception:
                 # The token is not handed out if it could not be logged durably.
                 log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
@@ -204,7 +203,7 @@ def _rfc3339(utc_ns: int | None) -> str | None:
 
 async def health(request: web.Request) -> web.Response:
     timekeeper = request.app[TIMEKEEPER]
-    mono_now, real_now = paired_ns()
+    mono_now, real_now = timekeeper.now_pair()
     assessment = timekeeper.assess(mono_now)
     document = health_document(assessment, mono_now, real_now)
     return web.json_response(document, status=200 if assessment.issuing else 503)
@@ -215,7 +214,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     timekeeper = request.app[TIMEKEEPER]
-    mono_now, real_now = paired_ns()
+    mono_now, real_now = timekeeper.now_pair()
     a = timekeeper.assess(mono_now)
     e = Exposition()
     e.add("horodate_clock_issuing", "gauge", "1 while the clock can prove the time", a.issuing)

@@ -120,10 +120,10 @@ def _ntp_server(text: str, server_config: Any) -> Any:
 
 def _open_pps(device: str, notes: list[str]) -> Any | None:
     try:
-        from drivers.pps import PpsConfig, PpsDevice
+        from drivers.pps import PpsConfig, PpsReceiver
 
-        return PpsDevice(PpsConfig(device=device))
-    except (DriverError, OSError, TypeError) as e:
+        return PpsReceiver(PpsConfig(device=device))
+    except (DriverError, OSError, ValueError) as e:
         notes.append(f"PPS unavailable: {e}")
         log.error("pps0: cannot use %s: %s", device, e)
         return None
@@ -160,8 +160,9 @@ class Appliance:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.sources.gps is not None:
-            self.sources.gps.stop()
+        for source in (self.sources.gps, self.sources.pps):
+            if source is not None:
+                source.stop()
         for thread in self._threads:
             thread.join(THREAD_JOIN_TIMEOUT_S)
             if thread.is_alive():
@@ -191,8 +192,11 @@ class Appliance:
     # -- the driver loops -----------------------------------------------------------------
 
     def _run_gps(self) -> None:
+        pps = self.sources.pps
         for sample in self.sources.gps.samples(self._stop):
             self.timekeeper.add(sample)
+            if pps is not None:
+                pps.add_gps(sample)  # the pulse is paired with the second NMEA labels
 
     def _run_ntp(self) -> None:
         client = self.sources.ntp

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from appliance.clock import Assessment, ClockState, Ensemble, Issue, Policy, TimeNotAvailable
 from drivers.monotonic import mono_ns as _mono_ns
+from drivers.monotonic import realtime_ns as _realtime_ns
 from drivers.sample import TimeSample
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class Timekeeper:
 
     def now_ns(self) -> int:
         return self._clock()
+
+    def now_pair(self) -> tuple[int, int]:
+        """(raw monotonic, host realtime) now: realtime only to show the host clock's offset."""
+        return self._clock(), _realtime_ns()
 
     def add(self, sample: TimeSample) -> None:
         with self._lock:

@@ -101,7 +101,7 @@ class Faults:
     @classmethod
     def from_json(cls, data: Any) -> Faults:
         if not isinstance(data, dict):
-            raise FaultError("expected a JSON object such as {\"gps\": {\"offset_s\": 5.0}}")
+            raise FaultError('expected a JSON object such as {"gps": {"offset_s": 5.0}}')
         unknown = set(data) - {"gps", "ntp", "rtc"}
         if unknown:
             raise FaultError(f"unknown source(s): {', '.join(sorted(unknown))}")

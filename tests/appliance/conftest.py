@@ -1,0 +1,106 @@
+"""Fixtures for the appliance's HTTP tests: a timekeeper on a virtual clock fed with
+synthetic samples, and a TSA service built from a real development PKI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.clock import Policy
+from appliance.keys import init_dev_pki, load_credentials
+from appliance.server import TsaService
+from appliance.timekeeper import Timekeeper
+from appliance.tsa import TimeStampAuthority
+from appliance.tsa.journal import IssuanceLog
+from appliance.tsa.serials import SerialAllocator
+from drivers.sample import SourceKind, TimeSample
+
+NS = 1_000_000_000
+POLICY_OID = "2.25.237310527960284189573395670102395883241"
+
+
+class VirtualClock:
+    def __init__(self, start_ns: int = 5_000 * NS) -> None:
+        self.now_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * NS)
+
+
+def feed_agreeing_sources(tk: Timekeeper, clock: VirtualClock, *, seconds: int = 5) -> None:
+    """GPS every second and NTP at the start, both honest: enough for a quorum."""
+    utc0 = 1_800_000_000 * NS
+    for i in range(seconds):
+        m = clock()
+        utc = utc0 + (m - 5_000 * NS)
+        tk.add(
+            TimeSample(
+                source="gps0",
+                kind=SourceKind.GPS,
+                mono_ns=m,
+                utc_ns=utc,
+                error_ns=450_000_000,
+                trusted=True,
+            )
+        )
+        if i == 0:
+            tk.add(
+                TimeSample(
+                    source="ntp:test",
+                    kind=SourceKind.NTP,
+                    mono_ns=m,
+                    utc_ns=utc,
+                    error_ns=2_000_000,
+                    trusted=True,
+                )
+            )
+        if i < seconds - 1:
+            clock.advance(1)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def timekeeper(clock: VirtualClock) -> Timekeeper:
+    return Timekeeper(Policy(), clock=clock)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return init_dev_pki(tmp_path_factory.mktemp("pki"), now=dt.datetime.now(dt.UTC))
+
+
+@pytest.fixture
+def tsa_service(pki, tmp_path: Path) -> Callable[..., TsaService]:  # type: ignore[no-untyped-def]
+    made: list[TsaService] = []
+
+    def make(*, journal: object | None = None) -> TsaService:
+        creds = load_credentials(pki.tsa_key, pki.tsa_cert, pki.chain, now=dt.datetime.now(dt.UTC))
+        if journal is None:
+            log = IssuanceLog(tmp_path / "issued.log")
+            log.start()
+            journal = log
+        service = TsaService(
+            authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
+            serials=SerialAllocator(tmp_path / "serials.state", create=True),
+            journal=journal,
+            chain_pem=creds.chain_pem(),
+            days_to_expiry=lambda: 100.0,
+        )
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        if isinstance(service.journal, IssuanceLog):
+            service.journal.close()
+        service.serials.close()

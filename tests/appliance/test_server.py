@@ -1,0 +1,279 @@
+"""The appliance's HTTP interface (DESIGN.md): /tsa, /tsa/certs, /health, /metrics,
+/sim/faults — through aiohttp's test client, on a timekeeper with a virtual clock.
+
+Tokens are checked by the real verifiers (rfc3161-client and ``openssl ts -verify``), the
+issuance log by reading it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from appliance.server import ServerConfig, TsaService, create_app, health_document
+from appliance.timekeeper import Timekeeper
+from appliance.tsa import FailInfo
+from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
+from appliance.tsa.journal import JournalError, read_log
+from drivers.sim.world import SimWorld
+
+from .conftest import VirtualClock, feed_agreeing_sources
+
+TSQ = {"Content-Type": "application/timestamp-query"}
+
+
+def query(data: bytes = b"attendance 2026-11-28", *, nonce: int | None = 42) -> Any:
+    return build_request(hashlib.sha256(data).digest(), digest=Digest.SHA256, nonce=nonce)
+
+
+async def make_client(aiohttp_client: Any, timekeeper: Timekeeper, **kw: Any) -> TestClient:
+    config = kw.pop("config", ServerConfig(simulate="world" in kw))
+    return await aiohttp_client(create_app(config, timekeeper, **kw))
+
+
+# --- /tsa --------------------------------------------------------------------------------
+
+
+async def test_token_granted_verifies_and_is_logged(
+    aiohttp_client: Any,
+    timekeeper: Timekeeper,
+    clock: VirtualClock,
+    tsa_service: Any,
+    pki: Any,
+    tmp_path: Path,
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    service: TsaService = tsa_service()
+    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    q = query()
+    resp = await client.post("/tsa", data=q.der, headers=TSQ)
+    assert resp.status == 200
+    assert resp.content_type == "application/timestamp-reply"
+    der = await resp.read()
+    reply = parse_reply(der)
+    assert reply.granted and reply.info is not None
+    assert reply.info.nonce == 42
+    verified = verify_reply(
+        der, message_imprint=q.message_imprint, ca_pem=pki.ca_cert.read_bytes(), nonce=42
+    )
+    assert verified.info.serial == reply.info.serial
+    # The token's accuracy is the ensemble's bound at issuance, rounded up, plus what
+    # truncating genTime to the precision that bound warrants (10 ms here) costs.
+    bound_ns = timekeeper.assess().bound_ns
+    assert bound_ns is not None
+    assert reply.info.accuracy is not None
+    assert bound_ns <= reply.info.accuracy.total_us * 1000 <= bound_ns + 11_000_000
+    logged = list(read_log(tmp_path / "issued.log"))
+    assert [r.serial for r in logged] == [reply.info.serial]
+    assert logged[0].message_imprint == q.message_imprint
+    assert logged[0].ensemble_state == "synchronised"
+
+
+async def test_openssl_query_to_openssl_verify(
+    aiohttp_client: Any,
+    timekeeper: Timekeeper,
+    clock: VirtualClock,
+    tsa_service: Any,
+    pki: Any,
+    tmp_path: Path,
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    data = tmp_path / "record.txt"
+    data.write_bytes(b"session 12, teacher T, student S signed\n")
+    tsq, tsr = tmp_path / "q.tsq", tmp_path / "r.tsr"
+    subprocess.run(
+        ["openssl", "ts", "-query", "-data", data, "-sha256", "-cert", "-out", tsq], check=True
+    )
+    resp = await client.post("/tsa", data=tsq.read_bytes(), headers=TSQ)
+    tsr.write_bytes(await resp.read())
+    for how in (["-queryfile", tsq], ["-data", data]):
+        done = subprocess.run(
+            ["openssl", "ts", "-verify", "-in", tsr, *how, "-CAfile", pki.ca_cert],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0 and "Verification: OK" in done.stdout, done.stderr
+
+
+async def test_refuses_with_time_not_available_while_clock_cannot_prove_time(
+    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any, tmp_path: Path
+) -> None:
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    resp = await client.post("/tsa", data=query().der, headers=TSQ)
+    assert resp.status == 200  # a refusal is an RFC 3161 answer, not an HTTP error
+    reply = parse_reply(await resp.read())
+    assert not reply.granted
+    assert reply.fail_info == frozenset({FailInfo.timeNotAvailable})
+    # The statusString tells the client why, in the ensemble's words.
+    assert reply.status_text == (timekeeper.assess().reason,)
+    assert list(read_log(tmp_path / "issued.log")) == []
+
+
+async def test_garbage_request_gets_bad_data_format_not_an_http_error(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    resp = await client.post("/tsa", data=b"\x30\x82garbage", headers=TSQ)
+    assert resp.status == 200
+    reply = parse_reply(await resp.read())
+    assert reply.fail_info == frozenset({FailInfo.badDataFormat})
+
+
+async def test_transport_errors_are_http_errors(
+    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any
+) -> None:
+    client = await make_client(
+        aiohttp_client, timekeeper, tsa=tsa_service(), config=ServerConfig(max_request_bytes=1024)
+    )
+    assert (await client.get("/tsa")).status == 405
+    wrong_type = await client.post("/tsa", data=query().der, headers={"Content-Type": "text/plain"})
+    assert wrong_type.status == 415
+    too_big = await client.post("/tsa", data=b"\x30" * 4096, headers=TSQ)
+    assert too_big.status == 413
+
+
+async def test_a_token_that_cannot_be_logged_is_not_handed_out(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    class FullDisk:
+        async def append_async(self, rec: object) -> None:
+            raise JournalError("No space left on device")
+
+    feed_agreeing_sources(timekeeper, clock)
+    service = tsa_service(journal=FullDisk())
+    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
+    assert not reply.granted
+    assert reply.fail_info == frozenset({FailInfo.systemFailure})
+    assert service.granted == 0 and service.refused == {"systemFailure": 1}
+
+
+async def test_certs_serves_the_chain_in_pem(
+    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any, pki: Any
+) -> None:
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    resp = await client.get("/tsa/certs")
+    assert resp.status == 200
+    body = await resp.text()
+    assert body.count("-----BEGIN CERTIFICATE-----") == 2
+    assert pki.ca_cert.read_text().strip() in body
+
+
+# --- /health -----------------------------------------------------------------------------
+
+
+async def test_health_is_503_with_a_reason_until_a_quorum(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock
+) -> None:
+    client = await make_client(aiohttp_client, timekeeper)
+    resp = await client.get("/health")
+    assert resp.status == 503
+    doc = await resp.json()
+    assert doc["issuing"] is False and doc["state"] == "starting" and doc["reason"]
+
+    feed_agreeing_sources(timekeeper, clock)
+    resp = await client.get("/health")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["issuing"] is True and doc["state"] == "synchronised"
+    assert 0 < doc["bound_s"] <= 1.0
+    by_name = {s["name"]: s for s in doc["sources"]}
+    assert set(by_name) == {"gps0", "ntp:test"}
+    for s in doc["sources"]:
+        assert s["name"].startswith(("gps", "pps", "ntp", "rtc"))
+        assert s["status"] == "selected"
+        assert set(s) >= {"name", "status", "offset_s", "bound_s", "reason"}
+    # The NTP sample (±2 ms) is 4 s old: its interval has widened at the crystal's
+    # worst-case frequency error.
+    widened = 0.002 + 4 * timekeeper.policy.crystal_max_ppm * 1e-6
+    assert by_name["ntp:test"]["bound_s"] == pytest.approx(widened, abs=1e-5)
+
+
+def test_health_document_offset_is_ensemble_utc_minus_host_clock(
+    timekeeper: Timekeeper, clock: VirtualClock
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    a = timekeeper.assess()
+    assert a.utc_ns is not None
+    doc = health_document(a, clock(), a.utc_ns - 250_000_000)
+    assert doc["offset_s"] == pytest.approx(0.25)
+    assert doc["utc"].endswith("Z") and doc["utc"].startswith("2027-01-15T")
+
+
+# --- /metrics ----------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+-]+|NaN)$')
+
+
+async def test_metrics_are_prometheus_text_and_count_tokens(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    for _ in range(3):
+        await client.post("/tsa", data=query().der, headers=TSQ)
+    await client.post("/tsa", data=b"junk", headers=TSQ)
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await resp.text()
+    families: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            families.append(line.split()[2])
+        elif not line.startswith("#"):
+            assert _SAMPLE.match(line), line
+            assert line.split("{")[0].split(" ")[0] == families[-1], "family split apart"
+    assert len(families) == len(set(families))
+    assert "horodate_clock_issuing 1" in text
+    assert "horodate_tsa_tokens_granted_total 3" in text
+    assert 'horodate_tsa_requests_refused_total{fail_info="badDataFormat"} 1' in text
+    assert 'horodate_source_selected{source="gps0"} 1' in text
+
+
+# --- /sim/faults -------------------------------------------------------------------------
+
+
+async def test_fault_routes_exist_only_with_simulate(
+    aiohttp_client: Any, timekeeper: Timekeeper
+) -> None:
+    client = await make_client(aiohttp_client, timekeeper)
+    assert (await client.get("/sim/faults")).status == 404
+    with pytest.raises(ValueError, match="simulate"):
+        create_app(ServerConfig(simulate=False), timekeeper, world=object())
+
+
+async def test_sim_faults_get_post_delete(aiohttp_client: Any, timekeeper: Timekeeper) -> None:
+    with SimWorld() as world:
+        client = await make_client(aiohttp_client, timekeeper, world=world)
+        assert await (await client.get("/sim/faults")).json() == {"gps": {}, "ntp": {}, "rtc": {}}
+        wanted = {
+            "gps": {"offset_s": 5.0},
+            "ntp": {"unsynchronised": True},
+            "rtc": {"lost_power": True},
+        }
+        resp = await client.post("/sim/faults", json=wanted)
+        assert resp.status == 200 and await resp.json() == wanted
+        assert world.faults.gps.offset_s == 5.0 and world.faults.rtc.lost_power
+        # A POST replaces the whole set.
+        resp = await client.post("/sim/faults", json={"rtc": {"drift_ppm": 3}})
+        assert await resp.json() == {"gps": {}, "ntp": {}, "rtc": {"drift_ppm": 3.0}}
+        # Bad input is refused with the reason and changes nothing.
+        for bad in ({"gps": {"ofset_s": 1}}, {"ntp": {"kod": "NOPE"}}, ["gps"]):
+            resp = await client.post("/sim/faults", json=bad)
+            assert resp.status == 400 and (await resp.json())["error"]
+        resp = await client.post(
+            "/sim/faults", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert resp.status == 400
+        assert world.faults.rtc.drift_ppm == 3.0
+        resp = await client.delete("/sim/faults")
+        assert await resp.json() == {"gps": {}, "ntp": {}, "rtc": {}}
