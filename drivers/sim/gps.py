@@ -419,17 +419,23 @@ class SimGps:
         key = (faults, applied)
         while not self._stop.is_set():
             faults, applied = self._faults()
-            receiver_ns = realtime_ns() + round(faults.offset_at(mono_ns() - applied) * NS_PER_S)
+            now = mono_ns()
+            offset_ns = round(faults.offset_at(now - applied) * NS_PER_S)
+            receiver_ns = realtime_ns() + offset_ns
             if (faults, applied) != key:
-                if faults.latency_s != key[0].latency_s:
-                    lat_ns = self._draw_latency_ns(faults)
+                old_faults, old_applied = key
                 key = (faults, applied)
+                stepped = abs(offset_ns - old_faults.offset_at(now - old_applied) * NS_PER_S) > 1e6
+                if faults.latency_s != old_faults.latency_s:
+                    lat_ns = self._draw_latency_ns(faults)
+                    stepped = True
                 due = (receiver_ns - lat_ns) // NS_PER_S
-                # A step forward or far back: resume on the new timescale at the next second
-                # rather than emit now, out of phase. A small step back waits for the clock.
-                if due > last_label or due < last_label - 1:
+                # After a step forward or far back, resume on the new timescale at the next
+                # second rather than emit now, out of phase. A small step back waits for the
+                # clock. Faults that leave the clock alone (fix, garbage…) change nothing here.
+                if stepped and (due > last_label or due < last_label - 1):
                     last_label = due
-                    log.info("sim gps: receiver clock now at label %d", due)
+                    log.info("sim gps: receiver clock stepped, next label %d", due + 1)
             due = (receiver_ns - lat_ns) // NS_PER_S
             if due > last_label:
                 self._cycle(due, faults)
