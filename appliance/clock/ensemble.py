@@ -33,7 +33,8 @@ from .sourcestats import FrequencyEstimate, OffsetWindow
 log = logging.getLogger(__name__)
 
 GNSS = "gnss"  # the voter key of the GPS receiver (its NMEA and PPS are one voice)
-RTC_ACTION_RETRY_NS = 60 * NS_PER_S
+RTC_ACTION_RETRY_NS = 60 * NS_PER_S  # ask again at most this often if nobody acts
+RTC_RESET_GAIN_NS = 1_000_000  # re-set early when that would tighten the RTC by more than this
 
 
 def _ms(ns: int) -> str:
@@ -110,6 +111,7 @@ class Ensemble:
         self._cache: _Cache | None = None
         self._falsetickers: frozenset[str] = frozenset()
         self._last_state: ClockState | None = None
+        self._stale_ns = {kind: p.stale_after_ns(kind) for kind in SourceKind}
         self._latency_settings = LatencySettings(
             samples=p.nmea_calibration_samples,
             jitter_margin_ns=int(p.nmea_jitter_margin_ms * 1e6),
@@ -204,7 +206,7 @@ class Ensemble:
         ev = track.evidence
         if track.problem is not None or ev is None:
             return None
-        if abs(m - ev.mono_ns) > self._p.stale_after_ns(track.kind):
+        if abs(m - ev.mono_ns) > self._stale_ns[track.kind]:
             return None
         return ev
 
@@ -321,7 +323,7 @@ class Ensemble:
                     statuses[name] = (SourceStatus.WAITING, "waiting to be set from the consensus")
                 continue
             age = m - t.evidence.mono_ns
-            if abs(age) > p.stale_after_ns(t.kind):
+            if abs(age) > self._stale_ns[t.kind]:
                 statuses[name] = (SourceStatus.STALE, f"no trusted sample for {_ms(age)}")
                 continue
             if t.kind is SourceKind.RTC and (
@@ -454,7 +456,9 @@ class Ensemble:
                 )
         for key, names in members.items():
             for name in names:
-                statuses[name] = voter_status[key]
+                status, why = voter_status[key]
+                note = self._tracks[name].latency.note if self._tracks[name].latency else ""
+                statuses[name] = (status, "; ".join(x for x in (why, note) if x))
         self._falsetickers = frozenset(
             n for n, (s, _) in statuses.items() if s is SourceStatus.FALSETICKER
         )
@@ -608,13 +612,17 @@ class Ensemble:
                 return None
             rtc = self._rtc
             resync_ns = int(self._p.rtc_resync_s * NS_PER_S)
-            if rtc is not None and mono_ns - rtc.set_mono_ns < resync_ns:
-                return None
+            ev = c.combined.at(mono_ns, c.slope)
+            if (
+                rtc is not None
+                and mono_ns - rtc.set_mono_ns < resync_ns
+                and rtc.set_error_ns <= 2 * ev.half_width_ns + RTC_RESET_GAIN_NS
+            ):
+                return None  # set recently, and setting it again would not make it better
             last = self._rtc_requested_ns
             if last is not None and 0 <= mono_ns - last < RTC_ACTION_RETRY_NS:
                 return None
             self._rtc_requested_ns = mono_ns
-            ev = c.combined.at(mono_ns, c.slope)
             rate = self._freq.regression if self._freq is not None else 0.0
             utc = self._leaps.to_posix(mono_ns + ev.mid_ns)
             return RtcAction(mono_ns, utc, ev.half_width_ns, rate)

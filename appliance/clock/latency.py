@@ -15,7 +15,10 @@ The latency is never followed blindly.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class NmeaLatency:
         self._collecting: list[tuple[int, int]] = []
         self._range: tuple[int, int] | None = None  # calibrated [lo, hi] latency
         self._misses = 0
+        self._change = ""  # the last latency change seen, kept until calibrated again
         self.note = "not calibrated yet"
 
     @property
@@ -58,10 +62,12 @@ class NmeaLatency:
             self._misses += 1
             if self._misses >= self._s.jump_samples:
                 mid = (lo_ns + hi_ns) / 2e6
-                self.note = (
-                    f"NMEA latency changed ({(lo + hi) / 2e6:.0f} ms → {mid:.0f} ms): "
-                    "calibration dropped, calibrating again"
+                self._change = (
+                    f"NMEA latency changed ({(lo + hi) / 2e6:.0f} ms → {mid:.0f} ms), "
+                    "calibration dropped; "
                 )
+                self.note = f"{self._change}calibrating again"
+                log.warning("%s", self.note)
                 self._range = None
                 self._collecting.clear()
                 self._misses = 0
