@@ -20,6 +20,7 @@ import datetime as dt
 import enum
 import functools
 import hashlib
+import re
 import secrets
 import shutil
 import subprocess
@@ -342,9 +343,33 @@ def _resp_spec() -> Any:
     return TimeStampResp
 
 
+def _tlv_end(buf: bytes, pos: int) -> int:
+    """End offset of the DER element starting at ``pos`` (X.690 §8.1.2-8.1.3)."""
+    pos += 1
+    if buf[pos - 1] & 0x1F == 0x1F:  # high tag number form
+        while buf[pos] & 0x80:
+            pos += 1
+        pos += 1
+    first = buf[pos]
+    pos += 1
+    if first < 0x80:
+        return pos + first
+    n = first & 0x7F
+    return pos + n + int.from_bytes(buf[pos : pos + n], "big")
+
+
+def _second_element(der: bytes) -> bytes:
+    """The raw bytes of the 2nd element of the outer SEQUENCE (the TimeStampToken), as
+    received; the caller has already parsed ``der`` as a TimeStampResp."""
+    first = der[1]  # the outer SEQUENCE's tag (0x30) is one byte; then its length
+    start = 2 if first < 0x80 else 2 + (first & 0x7F)
+    status_end = _tlv_end(der, start)
+    return der[status_end : _tlv_end(der, status_end)]
+
+
 def parse_reply(der: bytes) -> TsaReply:
     """Parse a DER ``TimeStampResp``; :class:`ClientError` if it is not one."""
-    from asn1crypto import cms, tsp
+    from asn1crypto import cms, core, tsp
 
     if len(der) > MAX_REPLY_BYTES:
         raise ClientError(f"time-stamp reply larger than {MAX_REPLY_BYTES} bytes")
@@ -364,7 +389,7 @@ def parse_reply(der: bytes) -> TsaReply:
         info = None
         token_der = None
         certificates: tuple[bytes, ...] = ()
-        if token.native is not None:
+        if not isinstance(token, core.Void):
             if token["content_type"].native != "signed_data":
                 raise ValueError("the token is not CMS SignedData")
             signed = token["content"]
@@ -373,7 +398,7 @@ def parse_reply(der: bytes) -> TsaReply:
             if encap["content_type"].native != "tst_info":
                 raise ValueError("the token does not encapsulate a TSTInfo")
             info = _token_info(encap["content"].parsed)
-            token_der = token.dump()
+            token_der = _second_element(der)  # as received: never re-encoded
             certificates = tuple(
                 c.chosen.dump() for c in signed["certificates"] if c.name == "certificate"
             )
@@ -564,9 +589,11 @@ def _verification_words(message: str) -> str:
     if message == "Policy ID mismatch":
         return "the token was issued under another policy than the one required"
     if message.startswith("Error while verifying certificates"):
+        # rfc3161-client passes OpenSSL's error stack through; keep its reasons only.
+        reasons = re.findall(r'(?:reason|data): "([^"]+)"', message)
         return (
             "the token's signature or certificate chain does not verify against the given "
-            f"CA ({message})"
+            f"CA: {'; '.join(reasons) if reasons else message}"
         )
     return f"the token does not verify: {message}"
 
