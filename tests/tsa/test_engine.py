@@ -1,0 +1,413 @@
+"""The token engine: replies for every failInfo, genTime and accuracy rules, the fast path
+byte-identical to the asn1crypto reference, the self-check, and "never raises"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from asn1crypto import cms
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.keys import TsaCredentials
+from appliance.tsa import FailInfo, PKIStatus, TimeNotAvailable, TimeStampAuthority, reject
+from appliance.tsa.asn1 import parse_response, reference_response
+from appliance.tsa.engine import encode_accuracy, format_gen_time, gen_time_unit_ns
+from tests.tsa.conftest import POLICY_OID
+from tests.tsa.test_request import _SEEDS, make_request, mutated
+
+T0_NS = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
+
+
+def fixed_time(utc_ns: int = T0_NS, bound_ns: int = 80_000_000) -> Callable[[], tuple[int, int]]:
+    return lambda: (utc_ns, bound_ns)
+
+
+class Serials:
+    def __init__(self, start: int = 1000) -> None:
+        self.next_value = start
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        self.next_value += 1
+        return self.next_value
+
+
+@pytest.fixture(scope="module")
+def p256(credentials: Callable[[str], TsaCredentials]) -> TsaCredentials:
+    return credentials("ec-p256")
+
+
+@pytest.fixture
+def tsa(p256: TsaCredentials) -> TimeStampAuthority:
+    return TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset({"1.2.3.4"}))
+
+
+def tst_info(der_bytes: bytes) -> Any:
+    resp = parse_response(der_bytes)
+    return resp["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
+
+
+# --- granted ----------------------------------------------------------------------------------
+
+
+def test_granted_reply_describes_its_token(tsa: TimeStampAuthority) -> None:
+    digest = hashlib.sha256(b"attendance").digest()
+    serials = Serials()
+    reply = tsa.respond(make_request(digest=digest, nonce=42), time=fixed_time(), serial=serials)
+    assert reply.granted and reply.status is PKIStatus.GRANTED and reply.fail_info is None
+    assert (reply.serial, reply.nonce, reply.imprint, reply.hash_alg) == (
+        1001,
+        42,
+        digest,
+        "sha256",
+    )
+    assert reply.policy == POLICY_OID
+    assert reply.gen_time_ns == 1_767_225_600_123_000_000  # truncated to 1 ms (bound 80 ms)
+    assert reply.accuracy_us == 81_000
+    info = tst_info(reply.der)
+    assert info["serial_number"].native == 1001
+    assert info["nonce"].native == 42
+    assert info["message_imprint"]["hashed_message"].native == digest
+    assert info["gen_time"].contents == b"20260101000000.123Z"
+    assert info["accuracy"].native == {"seconds": None, "millis": 81, "micros": None}
+    assert info["tsa"].chosen.native == {
+        "organization_name": "Horodate development",
+        "common_name": "Horodate development TSA",
+    }
+
+
+def test_requested_accepted_policy_is_used(tsa: TimeStampAuthority) -> None:
+    reply = tsa.respond(make_request(policy="1.2.3.4"), time=fixed_time(), serial=Serials())
+    assert reply.granted and reply.policy == "1.2.3.4"
+    assert tst_info(reply.der)["policy"].dotted == "1.2.3.4"
+
+
+def test_certificates_only_when_requested(tsa: TimeStampAuthority, p256: TsaCredentials) -> None:
+    for cert_req in (True, False):
+        reply = tsa.respond(make_request(cert_req=cert_req), time=fixed_time(), serial=Serials())
+        sd = parse_response(reply.der)["time_stamp_token"]["content"]
+        certs = sd["certificates"]
+        if cert_req:  # the TSA certificate only: the chain is just the root (trust anchor)
+            assert len(certs) == 1
+            assert certs[0].chosen.dump() == p256.certificate.public_bytes(Encoding.DER)
+        else:
+            assert not certs
+
+
+# --- refusals: every failInfo -----------------------------------------------------------------
+
+
+def assert_rejected(reply: Any, fail_info: FailInfo, text_part: str) -> None:
+    assert not reply.granted and reply.status is PKIStatus.REJECTION
+    assert reply.fail_info is fail_info
+    assert text_part in reply.status_text
+    resp = parse_response(reply.der)
+    assert resp["status"]["status"].native == "rejection"
+    assert resp["status"]["fail_info"].native == {_ASN1_NAMES[fail_info]}
+    assert text_part in resp["status"]["status_string"].native[0]
+    assert resp["time_stamp_token"].native is None
+
+
+_ASN1_NAMES = {
+    FailInfo.badAlg: "bad_alg",
+    FailInfo.badRequest: "bad_request",
+    FailInfo.badDataFormat: "bad_data_format",
+    FailInfo.timeNotAvailable: "time_not_available",
+    FailInfo.unacceptedPolicy: "unaccepted_policy",
+    FailInfo.unacceptedExtension: "unaccepted_extensions",  # asn1crypto's spelling
+    FailInfo.addInfoNotAvailable: "add_info_not_available",
+    FailInfo.systemFailure: "system_failure",
+}
+
+
+@pytest.mark.parametrize(
+    ("request_der", "fail_info", "text"),
+    [
+        (make_request(alg="sha1"), FailInfo.badAlg, "SHA-1"),
+        (make_request(alg="md5"), FailInfo.badAlg, "MD5"),
+        (make_request(alg="1.2.3.4.5"), FailInfo.badAlg, "1.2.3.4.5"),
+        (b"\x30\x03\x02\x01\x01", FailInfo.badDataFormat, "DER"),
+        (make_request() + b"\x00", FailInfo.badDataFormat, "trailing"),
+        (make_request(digest=b"\x00" * 20), FailInfo.badDataFormat, "32 bytes"),
+        (make_request(version=3), FailInfo.badRequest, "version 3"),
+        (make_request(policy="1.9.9"), FailInfo.unacceptedPolicy, "1.9.9"),
+        (
+            make_request(extensions=[{"extn_id": "1.2.7", "critical": True, "extn_value": b""}]),
+            FailInfo.unacceptedExtension,
+            "1.2.7",
+        ),
+    ],
+    ids=lambda v: v.name if isinstance(v, FailInfo) else v if isinstance(v, str) else "",
+)
+def test_refusals_carry_the_right_fail_info(
+    tsa: TimeStampAuthority, request_der: bytes, fail_info: FailInfo, text: str
+) -> None:
+    serials = Serials()
+    reply = tsa.respond(request_der, time=fixed_time(), serial=serials)
+    assert_rejected(reply, fail_info, text)
+    assert serials.calls == 0  # a serial is spent only on a granted token
+
+
+def test_time_not_available_passes_the_reason(tsa: TimeStampAuthority) -> None:
+    def no_time() -> tuple[int, int]:
+        raise TimeNotAvailable("only 1 of 2 required sources agree")
+
+    serials = Serials()
+    reply = tsa.respond(make_request(), time=no_time, serial=serials)
+    assert_rejected(reply, FailInfo.timeNotAvailable, "only 1 of 2 required sources agree")
+    assert serials.calls == 0
+
+
+def _boom() -> Any:
+    raise RuntimeError("disk on fire")
+
+
+@pytest.mark.parametrize(
+    ("time", "serial"),
+    [
+        (_boom, Serials()),  # the time source fails unexpectedly
+        (fixed_time(), _boom),  # the serial allocator fails
+        (lambda: (-1, 5), Serials()),  # nonsense readings
+        (lambda: (T0_NS, -5), Serials()),
+        (lambda: (10**21, 5), Serials()),  # year > 9999
+        (lambda: (1.5, 5), Serials()),
+        (fixed_time(), lambda: 0),  # serials are positive
+        (fixed_time(), lambda: 1 << 160),  # and at most 160 bits
+        (fixed_time(), lambda: True),
+    ],
+)
+def test_system_failure_never_an_exception(
+    tsa: TimeStampAuthority, time: Callable[[], tuple[int, int]], serial: Callable[[], int]
+) -> None:
+    assert_rejected(
+        tsa.respond(make_request(), time=time, serial=serial), FailInfo.systemFailure, ""
+    )
+
+
+def test_largest_serial_is_accepted(tsa: TimeStampAuthority) -> None:
+    reply = tsa.respond(make_request(), time=fixed_time(), serial=lambda: (1 << 160) - 1)
+    assert reply.granted and tst_info(reply.der)["serial_number"].native == (1 << 160) - 1
+
+
+def test_reject_builds_the_optional_token_form() -> None:
+    for fail_info in FailInfo:
+        resp = parse_response(reject(fail_info, "nope"))
+        assert resp["status"]["fail_info"].native == {_ASN1_NAMES[fail_info]}
+        assert resp["status"]["status_string"].native == ["nope"]
+    assert parse_response(reject(FailInfo.badRequest, ""))["status"]["status_string"].native is None
+
+
+def test_stock_asn1crypto_cannot_parse_rejections_our_spec_can() -> None:
+    """asn1crypto 1.5.1's TimeStampResp wrongly makes the token mandatory (the fix's reason)."""
+    from asn1crypto import tsp
+
+    data = reject(FailInfo.badAlg, "x")
+    with pytest.raises(ValueError):
+        tsp.TimeStampResp.load(data, strict=True).native  # noqa: B018
+    assert parse_response(data)["status"]["status"].native == "rejection"
+
+
+# --- genTime and accuracy ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bound_ns", "unit_ns"),
+    [
+        (0, 1_000),
+        (5_000, 1_000),
+        (10_000, 1_000),
+        (99_999, 1_000),
+        (100_000, 10_000),
+        (1_000_000, 100_000),
+        (80_000_000, 1_000_000),
+        (999_999_999, 10_000_000),
+        (1_000_000_000, 100_000_000),
+        (10_000_000_000, 1_000_000_000),
+        (3600 * 10**9, 1_000_000_000),
+    ],
+)
+def test_gen_time_resolution_follows_the_bound(bound_ns: int, unit_ns: int) -> None:
+    assert gen_time_unit_ns(bound_ns) == unit_ns
+
+
+@pytest.mark.parametrize(
+    ("gen_ns", "unit_ns", "text"),
+    [
+        (T0_NS - 123_456_789, 1_000_000_000, b"20260101000000Z"),
+        (T0_NS - 123_456_789, 1_000, b"20260101000000Z"),  # no ".0", no "."
+        (T0_NS - 456_789, 1_000, b"20260101000000.123Z"),  # trailing zeros dropped
+        (T0_NS - 6_789, 1_000, b"20260101000000.12345Z"),
+        (T0_NS - 789, 1_000, b"20260101000000.123456Z"),
+        (T0_NS - 23_456_789, 100_000_000, b"20260101000000.1Z"),
+        (T0_NS - 123_456_789 + 5_000, 1_000, b"20260101000000.000005Z"),
+    ],
+)
+def test_gen_time_format(gen_ns: int, unit_ns: int, text: bytes) -> None:
+    assert format_gen_time(gen_ns, unit_ns) == text
+
+
+@pytest.mark.parametrize(
+    ("accuracy_us", "native"),
+    [
+        (1, {"micros": 1}),
+        (999, {"micros": 999}),
+        (1_000, {"millis": 1}),
+        (81_000, {"millis": 81}),
+        (80_500, {"millis": 80, "micros": 500}),
+        (1_000_000, {"seconds": 1}),
+        (1_100_000, {"seconds": 1, "millis": 100}),
+        (3_600_000_001, {"seconds": 3600, "micros": 1}),
+    ],
+)
+def test_accuracy_encoding_omits_zero_fields(accuracy_us: int, native: dict[str, int]) -> None:
+    from asn1crypto import tsp
+
+    parsed = tsp.Accuracy.load(encode_accuracy(accuracy_us), strict=True)
+    assert {k: v for k, v in parsed.native.items() if v is not None} == native
+    assert parsed.dump(force=True) == encode_accuracy(accuracy_us)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    utc_ns=st.integers(0, 253_402_300_799 * 10**9),
+    bound_ns=st.integers(0, 100 * 10**9),
+)
+def test_true_time_is_inside_the_stated_accuracy(
+    p256: TsaCredentials, utc_ns: int, bound_ns: int
+) -> None:
+    """Whatever the truncation, [genTime - accuracy, genTime + accuracy] holds the interval
+    [utc - bound, utc + bound] the ensemble vouched for."""
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    reply = tsa.respond(_SEEDS[0], time=fixed_time(utc_ns, bound_ns), serial=lambda: 1)
+    assert reply.gen_time_ns is not None and reply.accuracy_us is not None
+    acc_ns = reply.accuracy_us * 1_000
+    assert reply.gen_time_ns - acc_ns <= utc_ns - bound_ns
+    assert utc_ns + bound_ns <= reply.gen_time_ns + acc_ns
+    assert reply.gen_time_ns <= utc_ns
+    text = tst_info(reply.der)["gen_time"].contents
+    assert not text.endswith((b"0Z", b".Z")) or b"." not in text
+
+
+def test_gen_time_never_goes_backwards_when_resolution_coarsens(tsa: TimeStampAuthority) -> None:
+    fine = tsa.respond(make_request(), time=fixed_time(T0_NS, 5_000), serial=Serials())
+    coarse = tsa.respond(make_request(), time=fixed_time(T0_NS + 1000, 10**9), serial=Serials())
+    assert fine.gen_time_ns == T0_NS - 789  # 1 µs resolution
+    assert coarse.gen_time_ns == fine.gen_time_ns  # not T0 truncated to 100 ms
+    assert tst_info(coarse.der)["gen_time"].contents == b"20260101000000.123456Z"
+
+
+# --- fast path == asn1crypto reference ---------------------------------------------------------
+
+
+SIG_ALGS = {"ec-p256": "sha256_ecdsa", "ec-p384": "sha384_ecdsa", "rsa-2048": "sha256_rsa"}
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+@pytest.mark.parametrize("cert_req", [True, False])
+@pytest.mark.parametrize("nonce", [None, 1, 2**64 - 1])
+def test_fast_path_is_byte_identical_to_asn1crypto_reference(
+    credentials: Callable[[str], TsaCredentials],
+    key_type: str,
+    cert_req: bool,
+    nonce: int | None,
+) -> None:
+    creds = credentials(key_type)
+    tsa = TimeStampAuthority(creds, policy_oid=POLICY_OID)
+    for alg, bound_ns in (("sha256", 80_000_000), ("sha384", 3_000), ("sha512", 2 * 10**9)):
+        request = make_request(alg=alg, nonce=nonce, cert_req=cert_req)
+        reply = tsa.respond(request, time=fixed_time(T0_NS, bound_ns), serial=lambda: 2**70 + 5)
+        assert reply.granted and reply.gen_time_ns is not None and reply.accuracy_us is not None
+        signer_info = parse_response(reply.der)["time_stamp_token"]["content"]["signer_infos"][0]
+        signature = signer_info["signature"].native
+        gen = dt.datetime.fromtimestamp(reply.gen_time_ns // 10**9, dt.UTC) + dt.timedelta(
+            microseconds=reply.gen_time_ns % 10**9 // 1000
+        )
+        reference = reference_response(
+            creds,
+            request,
+            policy=POLICY_OID,
+            serial=2**70 + 5,
+            gen_time=gen,
+            accuracy_us=reply.accuracy_us,
+            digest="sha384" if key_type == "ec-p384" else "sha256",
+            signature_algorithm=SIG_ALGS[key_type],
+            sign=lambda _signed, sig=signature: sig,
+        )
+        assert reply.der == reference
+
+
+def test_signed_attributes_are_der_sorted_and_complete(tsa: TimeStampAuthority) -> None:
+    reply = tsa.respond(make_request(), time=fixed_time(), serial=Serials())
+    signer_info = parse_response(reply.der)["time_stamp_token"]["content"]["signer_infos"][0]
+    attrs = signer_info["signed_attrs"]
+    encodings = [a.dump() for a in attrs]
+    assert encodings == sorted(encodings)
+    assert {a["type"].native for a in attrs} == {
+        "content_type",
+        "message_digest",
+        "signing_certificate",
+        "signing_certificate_v2",
+    }
+
+
+# --- self-check ---------------------------------------------------------------------------------
+
+
+def test_self_check_withholds_a_token_with_a_bad_signature(p256: TsaCredentials) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+
+    def wrong_key(data: bytes) -> bytes:
+        return other.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    checked = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    object.__setattr__(checked._signer, "sign", wrong_key)  # a faulty signer (simulated)
+    assert_rejected(
+        checked.respond(make_request(), time=fixed_time(), serial=Serials()),
+        FailInfo.systemFailure,
+        "self-check",
+    )
+    assert checked.self_check_failures == 1
+    # the same fault without the check lets the bad token out: the check is what stops it
+    unchecked = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    object.__setattr__(unchecked._signer, "sign", wrong_key)
+    assert unchecked.respond(make_request(), time=fixed_time(), serial=Serials()).granted
+
+
+def test_self_check_sampling(
+    p256: TsaCredentials, credentials: Callable[[str], TsaCredentials]
+) -> None:
+    ecdsa = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    for _ in range(33):
+        ecdsa.respond(make_request(), time=fixed_time(), serial=Serials())
+    assert (ecdsa.tokens_issued, ecdsa.self_checks) == (33, 3)  # tokens 1, 17, 33
+    every = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check_every=1)
+    rsa = TimeStampAuthority(credentials("rsa-2048"), policy_oid=POLICY_OID)
+    for tsa in (every, rsa):
+        for _ in range(5):
+            tsa.respond(make_request(), time=fixed_time(), serial=Serials())
+        assert tsa.self_checks == 5
+
+
+# --- never raises ------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), mutated()))
+def test_fuzz_respond_always_answers_a_valid_response(p256: TsaCredentials, data: bytes) -> None:
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    reply = tsa.respond(data, time=fixed_time(), serial=lambda: 7)
+    resp = parse_response(reply.der)
+    assert (resp["status"]["status"].native == "granted") is reply.granted
+    if reply.granted:
+        assert isinstance(resp["time_stamp_token"]["content"], cms.SignedData)
+    else:
+        assert reply.fail_info is not None and reply.fail_info is not FailInfo.systemFailure
