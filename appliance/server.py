@@ -342,13 +342,11 @@ async def post_faults(request: web.Request) -> web.Response:
         request.app[WORLD].set_faults_json(data)
     except FaultError as e:
         return web.json_response({"error": str(e)}, status=400)
-    log.warning("sim: faults injected: %s", json.dumps(request.app[WORLD].faults_json()))
     return web.json_response(request.app[WORLD].faults_json())
 
 
 async def delete_faults(request: web.Request) -> web.Response:
     request.app[WORLD].clear_faults()
-    log.warning("sim: faults cleared")
     return web.json_response(request.app[WORLD].faults_json())
 
 

@@ -1,0 +1,132 @@
+"""The whole appliance on simulated hardware, through its production paths: the simulated
+GPS writes NMEA into a pty read by pyserial, the simulated NTP server answers UDP packets,
+the real adafruit driver reads the simulated DS3231. Faults go in through ``/sim/faults``;
+``/health``, ``horodate status``, ``horodate stamp`` and ``horodate verify`` come out.
+
+One story per test (the clock takes seconds of real time to settle), with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from appliance.bootstrap import build_app
+from appliance.config import ApplianceConfig
+from appliance.tsa import FailInfo
+from appliance.tsa.client import Digest, build_request, parse_reply
+from horodate.cli import main as horodate
+
+pytestmark = pytest.mark.slow
+
+TSQ = {"Content-Type": "application/timestamp-query"}
+
+
+async def wait_for_health(
+    client: TestClient, *, status: int, deadline_s: float, state: str | None = None
+) -> dict[str, Any]:
+    """Poll /health until it answers ``status`` (and ``state``), or fail with the last one."""
+    end = time.monotonic() + deadline_s
+    doc: dict[str, Any] = {}
+    while time.monotonic() < end:
+        resp = await client.get("/health")
+        doc = await resp.json()
+        if resp.status == status and (state is None or doc["state"] == state):
+            return doc
+        await asyncio.sleep(0.5)
+    pytest.fail(f"/health never answered {status} {state or ''} in {deadline_s} s; last: {doc}")
+
+
+def source(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return next(s for s in doc["sources"] if s["name"].startswith(prefix))
+
+
+async def post_query(client: TestClient, data: bytes) -> Any:
+    q = build_request(hashlib.sha256(data).digest(), digest=Digest.SHA256, nonce=7)
+    resp = await client.post("/tsa", data=q.der, headers=TSQ)
+    assert resp.status == 200
+    return parse_reply(await resp.read())
+
+
+async def cli(*argv: str) -> int:
+    """``horodate …`` in a thread: its blocking HTTP client talks to our event loop."""
+    return await asyncio.to_thread(horodate, list(argv))
+
+
+@pytest.fixture
+async def appliance(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    config = ApplianceConfig(simulate=True, data_dir=tmp_path / "appliance")
+    return await aiohttp_client(build_app(config))
+
+
+@pytest.mark.timeout(240)
+async def test_faults_in_health_out_and_tokens_refused_then_resumed(
+    appliance: TestClient, tmp_path: Path
+) -> None:
+    client = appliance
+    url = str(client.make_url("")).rstrip("/")
+    ca = tmp_path / "appliance" / "keys" / "ca.pem"
+
+    doc = await wait_for_health(client, status=200, deadline_s=60)
+    assert doc["state"] == "synchronised"
+    assert {"gps0", "ntp:sim"} <= {s["name"] for s in doc["sources"] if s["status"] == "selected"}
+    assert await cli("status", "--url", url) == 0
+
+    # A file stamped and verified with the command-line tools, against this appliance.
+    record = tmp_path / "record.txt"
+    record.write_bytes(b"2026-11-28 session 4 teacher T-17 student INE 123456789AB signed\n")
+    tsr = tmp_path / "record.tsr"
+    assert await cli("stamp", str(record), "--tsa", f"{url}/tsa", "-o", str(tsr)) == 0
+    assert await cli("verify", str(record), str(tsr), "--ca", str(ca)) == 0
+    first = await post_query(client, b"first")
+    assert first.granted
+
+    # GPS and NTP jump together by 2.5 s: an alarm, not a new truth.
+    resp = await client.post(
+        "/sim/faults", json={"gps": {"offset_s": 2.5}, "ntp": {"offset_s": 2.5}}
+    )
+    assert resp.status == 200
+    doc = await wait_for_health(client, status=503, state="alarm", deadline_s=30)
+    assert doc["issuing"] is False and "alarm" in doc["reason"]
+    assert source(doc, "gps")["status"] == "alarm"
+    refused = await post_query(client, b"during the alarm")
+    assert not refused.granted
+    assert refused.fail_info == frozenset({FailInfo.timeNotAvailable})
+    assert await cli("status", "--url", url) == 1
+
+    # Faults cleared: the evidence reconverges and tokens resume, genTime never going back.
+    assert (await client.delete("/sim/faults")).status == 200
+    await wait_for_health(client, status=200, state="synchronised", deadline_s=60)
+    again = await post_query(client, b"after the alarm")
+    assert again.granted and again.info is not None and first.info is not None
+    assert again.info.gen_time >= first.info.gen_time
+    assert again.info.serial != first.info.serial
+
+    # The GPS loses its fix and the RTC its power: both are named, with the reason.
+    await client.post("/sim/faults", json={"rtc": {"lost_power": True}, "gps": {"fix": False}})
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        if source(doc, "gps")["status"] == "untrusted":
+            break
+        await asyncio.sleep(0.5)
+    assert source(doc, "gps")["status"] == "untrusted", doc
+    assert "fix" in source(doc, "gps")["reason"]
+    # NTP alone is no quorum: the clock coasts in holdover, its bound still within 1 s.
+    assert doc["state"] == "holdover" and doc["issuing"] is True and doc["bound_s"] < 1.0
+    assert "2 independent sources are needed" in source(doc, "ntp")["reason"]
+    await client.delete("/sim/faults")
+
+
+@pytest.mark.timeout(120)
+async def test_unknown_fault_is_refused_and_nothing_changes(appliance: TestClient) -> None:
+    resp = await appliance.post("/sim/faults", json={"gps": {"offset": 5}})
+    assert resp.status == 400
+    assert "unknown fault 'offset'" in (await resp.json())["error"]
+    assert await (await appliance.get("/sim/faults")).json() == {"gps": {}, "ntp": {}, "rtc": {}}
