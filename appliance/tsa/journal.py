@@ -577,11 +577,25 @@ class IssuanceLog:
             return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
-            batch.settle(self._commit(batch.frames))
+        batch: _Batch | None = None
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                batch.settle(self._commit(batch.frames))
+                batch = None
+        except BaseException as e:  # a bug: fail every waiter now, not at its timeout
+            self._failed = JournalError(f"issuance log writer crashed: {e!r}")
+            log.critical("%s", self._failed, exc_info=True)
+            with self._cond:
+                self._accepting = False
+                failed = [batch] if batch is not None else []
+                failed += self._queue
+                self._queue.clear()
+                self._pending = 0
+            for b in failed:
+                b.settle(self._failed)
 
     def _write_all(self, fd: int, data: bytes, offset: int) -> None:
         written = 0

@@ -287,9 +287,15 @@ class OpensslTsaServer:
 
     def start(self) -> None:
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._main())
-            self._loop.close()
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self._main())
+            finally:  # e.g. a /slow handler still sleeping: cancel it, then close
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
 
         self._thread = threading.Thread(target=run, name="openssl-tsa", daemon=True)
         self._thread.start()

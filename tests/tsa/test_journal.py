@@ -497,3 +497,19 @@ def test_write_error_is_rolled_back_then_log_continues(tmp_path: Path) -> None:
             journal.append(rec(2))
         journal.append(rec(3))
     assert [r.serial for r in read_log(path)] == [1, 3]
+
+
+def test_writer_crash_fails_waiters_at_once(tmp_path: Path) -> None:
+    # Simulated: a bug in the commit path (an exception that is not an OSError).
+    def buggy_fsync(fd: int) -> None:
+        raise RuntimeError("bug")
+
+    journal = IssuanceLog(tmp_path / "l", append_timeout_s=30, fsync=buggy_fsync)
+    journal.start()
+    t0 = time.monotonic()
+    with pytest.raises(JournalError, match="crashed"):
+        journal.append(rec(1))
+    assert time.monotonic() - t0 < 5, "waiters must not sit out their 30 s timeout"
+    with pytest.raises(JournalError):
+        journal.append(rec(2))
+    journal.close()
