@@ -288,6 +288,7 @@ class OpensslTsaServer:
     def start(self) -> None:
         def run() -> None:
             loop = self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)  # this thread's loop
             try:
                 loop.run_until_complete(self._main())
             finally:  # e.g. a /slow handler still sleeping: cancel it, then close
