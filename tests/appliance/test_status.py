@@ -1,0 +1,73 @@
+"""``horodate status``: what a technician reads, and its exit status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from horodate.cli import main as horodate
+from horodate.commands.status import render
+
+HEALTHY: dict[str, Any] = {
+    "state": "synchronised",
+    "issuing": True,
+    "reason": "",
+    "utc": "2026-11-28T10:00:00.000000Z",
+    "offset_s": 0.0021,
+    "bound_s": 0.0000042,
+    "frequency_ppm": -3.2,
+    "skew_ppm": 0.01,
+    "sources": [
+        {
+            "name": "pps0",
+            "status": "selected",
+            "offset_s": 1e-6,
+            "bound_s": 5e-6,
+            "reason": "",
+            "age_s": 0.4,
+        },
+        {
+            "name": "ntp:pool",
+            "status": "falseticker",
+            "offset_s": 2.5,
+            "bound_s": 0.01,
+            "reason": "outside the agreeing group",
+            "age_s": 12,
+        },
+    ],
+}
+
+
+def test_render_reads_at_a_glance() -> None:
+    text = render(HEALTHY)
+    lines = text.splitlines()
+    assert lines[0].startswith("ISSUING") and "synchronised" in lines[0]
+    assert "±4.2 µs" in lines[1]
+    assert "+2.1 ms from UTC" in lines[2]
+    assert "-3.200 ppm" in text
+    pps = next(line for line in lines if line.startswith("pps0"))
+    ntp = next(line for line in lines if line.startswith("ntp:pool"))
+    assert "selected" in pps and "+1.0 µs" in pps
+    assert "falseticker" in ntp and "+2.500 s" in ntp and "outside the agreeing group" in ntp
+    assert "\033[" not in text  # no colour unless on a terminal
+
+
+def test_render_not_issuing_says_why_in_colour() -> None:
+    doc = {
+        **HEALTHY,
+        "issuing": False,
+        "state": "alarm",
+        "reason": "sources jumped",
+        "utc": None,
+        "bound_s": None,
+        "offset_s": None,
+        "sources": [],
+    }
+    text = render(doc, color=True)
+    assert "NOT ISSUING" in text and "sources jumped" in text
+    assert "\033[31m" in text
+    assert "(no sources configured)" in text
+
+
+def test_unreachable_appliance_exits_2(capsys: Any) -> None:
+    assert horodate(["status", "--url", "http://127.0.0.1:9", "--timeout", "2"]) == 2
+    assert "cannot read http://127.0.0.1:9/health" in capsys.readouterr().err
