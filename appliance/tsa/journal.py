@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -122,7 +123,8 @@ class JournalStats:
     failures: int
 
 
-_json_str = json.JSONEncoder(ensure_ascii=False).encode
+# Hash names and ensemble states repeat from token to token: encode each once.
+_json_str = functools.lru_cache(maxsize=1024)(json.JSONEncoder(ensure_ascii=False).encode)
 
 
 def encode_record(rec: Issued) -> bytes:
