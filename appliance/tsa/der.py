@@ -9,6 +9,8 @@ nesting cost nothing (X.690 §8 and §10 are the rules checked).
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "DerError",
     "bit_string_named",
@@ -115,15 +117,22 @@ def read_oid(buf: bytes, start: int, stop: int, what: str) -> str:
         raise DerError(f"{what}: empty OBJECT IDENTIFIER")
     if stop - start > MAX_OID_BYTES:
         raise DerError(f"{what}: OBJECT IDENTIFIER longer than {MAX_OID_BYTES} bytes")
-    if buf[stop - 1] & 0x80:
-        raise DerError(f"{what}: OBJECT IDENTIFIER truncated inside a sub-identifier")
+    try:
+        return _decode_oid(buf[start:stop])
+    except DerError as e:
+        raise DerError(f"{what}: {e}") from None
+
+
+@functools.lru_cache(maxsize=256)  # the same few OIDs arrive in every request
+def _decode_oid(content: bytes) -> str:
+    if content[-1] & 0x80:
+        raise DerError("OBJECT IDENTIFIER truncated inside a sub-identifier")
     arcs: list[int] = []
     value = 0
     first_octet = True
-    for i in range(start, stop):
-        b = buf[i]
+    for b in content:
         if first_octet and b == 0x80:
-            raise DerError(f"{what}: OBJECT IDENTIFIER sub-identifier not minimal")
+            raise DerError("OBJECT IDENTIFIER sub-identifier not minimal")
         value = (value << 7) | (b & 0x7F)
         first_octet = not (b & 0x80)
         if first_octet:

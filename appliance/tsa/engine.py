@@ -225,7 +225,8 @@ class TimeStampAuthority:
         self.self_check_failures = 0
         self._last_gen_ns = 0
         self._lock = threading.Lock()
-        self._sec_cache: tuple[int, bytes] = (-1, b"")
+        self._sec_cache: tuple[int, bytes] = (-1, b"")  # genTime seconds -> its text
+        self._accuracy_cache: tuple[int, bytes] = (-1, b"")  # accuracy_us -> its DER
         self._build_templates()
 
     # --- precomputation -------------------------------------------------------------------
@@ -280,6 +281,12 @@ class TimeStampAuthority:
             b"\x02\x01\x01" + _tlv(_SEQ, issuer_der + serial_der) + signer.digest_alg_der
         )
         # SignedData v3 (RFC 5652 §5.1: eContentType is not id-data), digestAlgorithms
+        self._si_fixed_len = (
+            len(self._si_prefix)
+            + len(self._attrs_implicit_hdr)
+            + attrs_len
+            + len(signer.sig_alg_der)
+        )
         self._sd_prefix = b"\x02\x01\x03" + _tlv(_SET, signer.digest_alg_der)
         self._econtent_type = der.encode_oid(OID_TST_INFO)
         self._content_type = der.encode_oid(OID_SIGNED_DATA)
@@ -362,9 +369,11 @@ class TimeStampAuthority:
         if gen_ns % unit_ns:  # the clamp kept a finer previous genTime: keep its digits
             unit_ns = _finest_unit(gen_ns)
         gen_time = self._gen_time_der(gen_ns, unit_ns)
-        resp, signature, signed = self._token(
-            req, policy_der, gen_time, encode_accuracy(accuracy_us), serial_no
-        )
+        cached_us, accuracy_der = self._accuracy_cache
+        if cached_us != accuracy_us:
+            accuracy_der = encode_accuracy(accuracy_us)
+            self._accuracy_cache = (accuracy_us, accuracy_der)
+        resp, signature, signed = self._token(req, policy_der, gen_time, accuracy_der, serial_no)
         if check and not self._self_check(signature, signed):
             return _rejection(FailInfo.systemFailure, "token self-check failed")
         return Reply(
@@ -404,52 +413,93 @@ class TimeStampAuthority:
         accuracy_der: bytes,
         serial_no: int,
     ) -> tuple[bytes, bytes, bytes]:
-        """Return (TimeStampResp DER, signature, signed bytes)."""
+        """Return (TimeStampResp DER, signature, signed bytes).
+
+        Lengths are computed first and the response is joined once: the nesting below is
+        TimeStampResp > ContentInfo > SignedData > {EncapsulatedContentInfo > TSTInfo,
+        certificates, SignerInfos > SignerInfo}."""
         # TSTInfo (RFC 3161 §2.4.2): version 1, policy, messageImprint (echoed), serial,
         # genTime, accuracy, [ordering FALSE omitted], nonce (echoed), tsa
+        serial_der = der.encode_integer(serial_no)
+        nonce_der = req.nonce_der or b""
+        imprint_der = req.imprint_der
+        tst_len = (
+            3
+            + len(policy_der)
+            + len(imprint_der)
+            + len(serial_der)
+            + len(gen_time_der)
+            + len(accuracy_der)
+            + len(nonce_der)
+            + len(self._tsa_name)
+        )
         tst = b"".join(
             (
+                _hdr(_SEQ, tst_len),
                 b"\x02\x01\x01",
                 policy_der,
-                req.imprint_der,
-                der.encode_integer(serial_no),
+                imprint_der,
+                serial_der,
                 gen_time_der,
                 accuracy_der,
-                req.nonce_der or b"",
+                nonce_der,
                 self._tsa_name,
             )
         )
-        tst = _hdr(_SEQ, len(tst)) + tst
         attrs = self._attrs_head + self._hash(tst).digest() + self._attrs_tail
         signed = self._attrs_set_hdr + attrs
         sig = self._signer.sign(signed)
-        si = b"".join(
+
+        sig_hdr = _hdr(der.OCTET_STRING, len(sig))
+        si_len = self._si_fixed_len + len(sig_hdr) + len(sig)
+        si_hdr = _hdr(_SEQ, si_len)
+        set_hdr = _hdr(_SET, len(si_hdr) + si_len)
+        econtent_hdr = _hdr(der.OCTET_STRING, len(tst))
+        explicit_len = len(econtent_hdr) + len(tst)
+        explicit_hdr = _hdr(0xA0, explicit_len)
+        encap_len = len(self._econtent_type) + len(explicit_hdr) + explicit_len
+        encap_hdr = _hdr(_SEQ, encap_len)
+        certs = self._certs_der if req.cert_req else b""
+        sd_len = (
+            len(self._sd_prefix)
+            + len(encap_hdr)
+            + encap_len
+            + len(certs)
+            + len(set_hdr)
+            + len(si_hdr)
+            + si_len
+        )
+        sd_hdr = _hdr(_SEQ, sd_len)
+        content_hdr = _hdr(0xA0, len(sd_hdr) + sd_len)
+        ci_len = len(self._content_type) + len(content_hdr) + len(sd_hdr) + sd_len
+        ci_hdr = _hdr(_SEQ, ci_len)
+        resp_hdr = _hdr(_SEQ, len(_GRANTED_STATUS) + len(ci_hdr) + ci_len)
+        resp = b"".join(
             (
-                self._si_prefix,
-                self._attrs_implicit_hdr,
+                resp_hdr,
+                _GRANTED_STATUS,
+                ci_hdr,
+                self._content_type,  # id-signedData
+                content_hdr,  # [0] EXPLICIT
+                sd_hdr,
+                self._sd_prefix,  # version 3, digestAlgorithms
+                encap_hdr,
+                self._econtent_type,  # id-ct-TSTInfo
+                explicit_hdr,  # [0] EXPLICIT
+                econtent_hdr,  # OCTET STRING
+                tst,
+                certs,  # [0] IMPLICIT CertificateSet, or nothing
+                set_hdr,  # SignerInfos
+                si_hdr,
+                self._si_prefix,  # version 1, sid, digestAlgorithm
+                self._attrs_implicit_hdr,  # signedAttrs [0] IMPLICIT
                 attrs,
                 self._signer.sig_alg_der,
-                _hdr(der.OCTET_STRING, len(sig)),
+                sig_hdr,
                 sig,
             )
         )
-        si = _hdr(_SEQ, len(si)) + si
-        econtent = _hdr(der.OCTET_STRING, len(tst)) + tst
-        encap = self._econtent_type + _hdr(0xA0, len(econtent)) + econtent
-        sd = b"".join(
-            (
-                self._sd_prefix,
-                _hdr(_SEQ, len(encap)),
-                encap,
-                self._certs_der if req.cert_req else b"",
-                _hdr(_SET, len(si)),
-                si,
-            )
-        )
-        ci = self._content_type + _hdr(0xA0, len(sd) + len(_hdr(_SEQ, len(sd))))
-        ci += _hdr(_SEQ, len(sd)) + sd
-        body = _GRANTED_STATUS + _hdr(_SEQ, len(ci)) + ci
-        return _hdr(_SEQ, len(body)) + body, sig, signed
+        return resp, sig, signed
 
     def _self_check(self, signature: bytes, signed: bytes) -> bool:
         self.self_checks += 1

@@ -64,6 +64,23 @@ HASH_ALGORITHMS: dict[str, HashAlgorithm] = {
     )
 }
 
+
+def _imprint_header(alg: HashAlgorithm, params: bytes) -> bytes:
+    """DER of ``MessageImprint`` up to the digest value (RFC 3161 §2.4.1)."""
+    oid = der.encode_oid(alg.oid)
+    alg_id = der.tlv(der.SEQUENCE, oid + params)
+    digest_hdr = der.header(der.OCTET_STRING, alg.digest_bytes)
+    body_len = len(alg_id) + len(digest_hdr) + alg.digest_bytes
+    return der.header(der.SEQUENCE, body_len) + alg_id + digest_hdr
+
+
+# header bytes -> (algorithm, header length, parameters tag)
+_FAST_IMPRINT_HEADERS: dict[bytes, tuple[HashAlgorithm, int, int | None]] = {}
+for _alg in HASH_ALGORITHMS.values():
+    for _params, _tag in ((b"\x05\x00", der.NULL), (b"", None)):
+        _h = _imprint_header(_alg, _params)
+        _FAST_IMPRINT_HEADERS[_h] = (_alg, len(_h), _tag)
+
 # Known but refused, named in the refusal so the client's operator sees why.
 _REFUSED_ALGORITHMS = {
     "1.3.14.3.2.26": "SHA-1",
@@ -114,27 +131,40 @@ def _parse(buf: bytes) -> TimeStampRequest:
         raise der.DerError("trailing bytes after the TimeStampReq")
 
     # version
-    v0, v1 = der.expect(buf, start, stop, der.INTEGER, "version")
-    version = der.read_integer(buf, v0, v1, "version")
-    pos = v1
+    if buf.startswith(b"\x02\x01\x01", start):  # the usual case, v1
+        version, pos = 1, start + 3
+    else:
+        v0, v1 = der.expect(buf, start, stop, der.INTEGER, "version")
+        version = der.read_integer(buf, v0, v1, "version")
+        pos = v1
 
-    # messageImprint
-    mi_pos = pos
-    m0, m1 = der.expect(buf, pos, stop, der.SEQUENCE, "messageImprint")
-    imprint_der = buf[mi_pos:m1]
-    a0, a1 = der.expect(buf, m0, m1, der.SEQUENCE, "hashAlgorithm")
-    o0, o1 = der.expect(buf, a0, a1, der.OID, "hashAlgorithm.algorithm")
-    alg_oid = der.read_oid(buf, o0, o1, "hashAlgorithm.algorithm")
+    # messageImprint: first try the exact DER headers of the accepted algorithms (what every
+    # client sends); anything else goes through the general reader.
     params: int | None = None  # tag of the parameters, if any
-    if o1 < a1:
-        params, p0, p1 = der.read_tlv(buf, o1, a1)
-        if p1 != a1:
-            raise der.DerError("hashAlgorithm: bytes after the parameters")
-        if params == der.NULL:
-            der.read_null(p0, p1, "hashAlgorithm.parameters")
-    h0, h1 = der.expect(buf, a1, m1, der.OCTET_STRING, "hashedMessage")
-    if h1 != m1:
-        raise der.DerError("messageImprint: bytes after hashedMessage")
+    mi_pos = pos
+    fast = _FAST_IMPRINT_HEADERS.get(buf[pos : pos + 19]) or _FAST_IMPRINT_HEADERS.get(
+        buf[pos : pos + 17]
+    )
+    if fast is not None and stop - pos >= fast[1] + fast[0].digest_bytes:
+        fast_alg, header_len, params = fast
+        alg_oid = fast_alg.oid
+        h0 = pos + header_len
+        m1 = h1 = h0 + fast_alg.digest_bytes
+    else:
+        m0, m1 = der.expect(buf, pos, stop, der.SEQUENCE, "messageImprint")
+        a0, a1 = der.expect(buf, m0, m1, der.SEQUENCE, "hashAlgorithm")
+        o0, o1 = der.expect(buf, a0, a1, der.OID, "hashAlgorithm.algorithm")
+        alg_oid = der.read_oid(buf, o0, o1, "hashAlgorithm.algorithm")
+        if o1 < a1:
+            params, p0, p1 = der.read_tlv(buf, o1, a1)
+            if p1 != a1:
+                raise der.DerError("hashAlgorithm: bytes after the parameters")
+            if params == der.NULL:
+                der.read_null(p0, p1, "hashAlgorithm.parameters")
+        h0, h1 = der.expect(buf, a1, m1, der.OCTET_STRING, "hashedMessage")
+        if h1 != m1:
+            raise der.DerError("messageImprint: bytes after hashedMessage")
+    imprint_der = buf[mi_pos:m1]
     imprint = buf[h0:h1]
     pos = m1
 
