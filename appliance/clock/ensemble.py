@@ -40,7 +40,7 @@ RTC_RESET_GAIN_NS = 1_000_000  # re-set early when that would tighten the RTC by
 def _ms(ns: int) -> str:
     """A duration for people: 2.5 s, 12.3 ms, 40 µs."""
     if abs(ns) >= NS_PER_S:
-        return f"{ns / 1e9:.3g} s"
+        return f"{ns / 1e9:.4g} s"
     if abs(ns) >= 1_000_000:
         return f"{ns / 1e6:.3g} ms"
     return f"{ns / 1e3:.3g} µs"
@@ -457,7 +457,8 @@ class Ensemble:
         for key, names in members.items():
             for name in names:
                 status, why = voter_status[key]
-                note = self._tracks[name].latency.note if self._tracks[name].latency else ""
+                latency = self._tracks[name].latency
+                note = latency.note if latency is not None else ""
                 statuses[name] = (status, "; ".join(x for x in (why, note) if x))
         self._falsetickers = frozenset(
             n for n, (s, _) in statuses.items() if s is SourceStatus.FALSETICKER

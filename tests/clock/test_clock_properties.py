@@ -1,0 +1,160 @@
+"""Property tests (Hypothesis) for the ensemble's promises.
+
+- With at most one arbitrarily faulty source among three, the others honest about their
+  own uncertainty, the truth is inside the bound whenever the ensemble issues.
+- Without new evidence, the bound never shrinks.
+- genTime never decreases from one token to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.clock import Ensemble, Policy, TimeNotAvailable
+from drivers.sample import SourceKind, TimeSample
+
+NS = 1_000_000_000
+MS = 1_000_000
+THETA0 = 1_782_000_000 * NS - 5_000 * NS
+M0 = 5_000 * NS
+SOURCES = (("gps0", SourceKind.GPS), ("ntp:a", SourceKind.NTP), ("ntp:b", SourceKind.NTP))
+
+# Short frequency windows, so the measured-frequency path is exercised too.
+POLICY = Policy(frequency_point_interval_s=5.0, frequency_min_span_s=20.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    ppb: int  # the crystal's true frequency error, parts per billion (θ's slope is −ppb)
+
+    def theta(self, m: int) -> int:
+        return THETA0 - (self.ppb * (m - M0)) // NS
+
+    def utc(self, m: int) -> int:
+        return m + self.theta(m)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    gap_ns: int  # time since the previous event
+    source: int  # index into SOURCES
+    error_ns: int  # the interval's half-width the source claims
+    position: float  # where the reported value sits in its interval, -1..1 (honest sources)
+    lie_ns: int  # what a faulty source reports instead, relative to the truth
+    trusted: bool
+    check_after_ns: int  # assess again this long after the sample, without new evidence
+
+
+events = st.builds(
+    Event,
+    gap_ns=st.integers(1 * MS, 90 * NS),
+    source=st.integers(0, 2),
+    error_ns=st.one_of(st.integers(1_000, 20 * MS), st.integers(20 * MS, 600 * MS)),
+    position=st.floats(-1.0, 1.0),
+    lie_ns=st.one_of(
+        st.integers(-3 * NS, 3 * NS), st.integers(-50 * MS, 50 * MS), st.integers(-10, 10)
+    ),
+    trusted=st.sampled_from([True, True, True, False]),
+    check_after_ns=st.integers(0, 400 * NS),
+)
+
+
+def sample_for(truth: Truth, e: Event, m: int, faulty: bool, offset_ns: int = 0) -> TimeSample:
+    """What source ``e.source`` reports at ``m``; a faulty one lies by ``offset + lie``."""
+    name, kind = SOURCES[e.source]
+    if faulty:
+        utc = truth.utc(m) + offset_ns + e.lie_ns
+    else:
+        utc = truth.utc(m) + int(e.position * e.error_ns)
+    return TimeSample(
+        source=name,
+        kind=kind,
+        mono_ns=m,
+        utc_ns=utc,
+        error_ns=e.error_ns,
+        trusted=e.trusted,
+        reason="" if e.trusted else "driver refused it",
+    )
+
+
+truths = st.builds(Truth, ppb=st.integers(-100_000, 100_000))  # within crystal_max_ppm
+
+
+@settings(settings.get_profile("clock"))
+@given(
+    truth=truths,
+    faulty=st.sampled_from([None, 0, 1, 2]),
+    offset_ns=st.integers(-3 * NS, 3 * NS),
+    trail=st.lists(events, min_size=1, max_size=40),
+)
+def test_truth_inside_bound_with_one_faulty_source(
+    truth: Truth, faulty: int | None, offset_ns: int, trail: list[Event]
+) -> None:
+    ensemble = Ensemble(POLICY)
+    m = M0
+    last_issued: int | None = None
+    for e in trail:
+        m += e.gap_ns
+        ensemble.add(sample_for(truth, e, m, faulty == e.source, offset_ns))
+        checks = (m, m + e.check_after_ns)
+        m = checks[-1]  # instants only move forwards here; out-of-order is tested below
+        for when in checks:
+            a = ensemble.assess(when)
+            if a.issuing:
+                assert a.utc_ns is not None and a.bound_ns is not None
+                assert abs(a.utc_ns - truth.utc(when)) <= a.bound_ns
+                issued = ensemble.issue(when)
+                assert abs(issued.utc_ns - truth.utc(when)) <= issued.bound_ns
+                if last_issued is not None:
+                    assert issued.utc_ns >= last_issued
+                last_issued = issued.utc_ns
+
+
+@settings(settings.get_profile("clock"))
+@given(
+    truth=truths,
+    faulty=st.sampled_from([None, 0, 1, 2]),
+    trail=st.lists(events, min_size=1, max_size=25),
+    later=st.lists(st.integers(0, 600 * NS), min_size=1, max_size=6),
+)
+def test_bound_never_shrinks_without_new_evidence(
+    truth: Truth, faulty: int | None, trail: list[Event], later: list[int]
+) -> None:
+    ensemble = Ensemble(POLICY)
+    m = M0
+    for e in trail:
+        m += e.gap_ns
+        ensemble.add(sample_for(truth, e, m, faulty == e.source))
+    previous = ensemble.assess(m).bound_ns
+    for dt in sorted(later):
+        bound = ensemble.assess(m + dt).bound_ns
+        if previous is not None and bound is not None:
+            assert bound >= previous
+        previous = bound if bound is not None else previous
+
+
+@settings(settings.get_profile("clock"))
+@given(
+    truth=truths,
+    faulty=st.sampled_from([None, 0, 1, 2]),
+    trail=st.lists(events, min_size=1, max_size=30),
+    jitter=st.lists(st.integers(-2 * NS, 2 * NS), min_size=30, max_size=30),
+)
+def test_gentime_never_decreases(
+    truth: Truth, faulty: int | None, trail: list[Event], jitter: list[int]
+) -> None:
+    """Even when token requests arrive with instants slightly out of order (threads)."""
+    ensemble = Ensemble(POLICY)
+    m = M0
+    issued: list[int] = []
+    for e, j in zip(trail, jitter, strict=False):
+        m += e.gap_ns
+        ensemble.add(sample_for(truth, e, m, faulty == e.source))
+        for when in (m, m + j, m + abs(j)):
+            with contextlib.suppress(TimeNotAvailable):
+                issued.append(ensemble.issue(when).utc_ns)
+    assert issued == sorted(issued)
