@@ -214,6 +214,9 @@ def load_credentials(
         chain += _load_certs(_read(chain_path, "certificate chain"), chain_path, "chain")
     creds = TsaCredentials(private_key=key, certificate=cert, chain=tuple(_dedupe(chain)))
     validate_credentials(creds, now=now)
+    warning = expiry_warning(creds, now)
+    if warning:
+        log.warning("%s", warning)
     return creds
 
 

@@ -354,9 +354,9 @@ class TimeStampAuthority:
 
         unit_ns = gen_time_unit_ns(bound_ns)
         # Truncating to the unit adds up to one unit of error, which the accuracy includes.
-        accuracy_us = -(-(bound_ns + unit_ns) // _NS_PER_US)
         with self._lock:
-            # genTime never goes backwards, even when the resolution gets coarser.
+            # genTime never goes backwards, even when the resolution gets coarser or the
+            # ensemble's estimate steps back; then genTime is later than utc_ns.
             gen_ns = max(utc_ns - utc_ns % unit_ns, self._last_gen_ns)
             self._last_gen_ns = gen_ns
             serial_no = serial()
@@ -366,6 +366,10 @@ class TimeStampAuthority:
             self.tokens_issued += 1
             # the first token, then one in self_check_every
             check = self.self_check and (self.tokens_issued - 1) % self.self_check_every == 0
+        # Truncation puts genTime up to one unit before utc_ns; a kept previous genTime may
+        # lie after it. The accuracy covers both, so [genTime ± accuracy] always contains
+        # [utc_ns ± bound_ns]; rounded up to the microsecond.
+        accuracy_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
         if gen_ns % unit_ns:  # the clamp kept a finer previous genTime: keep its digits
             unit_ns = _finest_unit(gen_ns)
         gen_time = self._gen_time_der(gen_ns, unit_ns)

@@ -306,6 +306,19 @@ def test_gen_time_never_goes_backwards_when_resolution_coarsens(tsa: TimeStampAu
     assert tst_info(coarse.der)["gen_time"].contents == b"20260101000000.123456Z"
 
 
+def test_gen_time_held_when_the_estimate_steps_back_and_accuracy_covers_it(
+    tsa: TimeStampAuthority,
+) -> None:
+    first = tsa.respond(make_request(), time=fixed_time(T0_NS, 1_000_000), serial=Serials())
+    back = T0_NS - 5_000_000  # the ensemble's estimate moved 5 ms back, bound 1 ms
+    second = tsa.respond(make_request(), time=fixed_time(back, 1_000_000), serial=Serials())
+    assert second.gen_time_ns == first.gen_time_ns == T0_NS - 56_789  # 100 µs resolution
+    assert second.accuracy_us is not None and second.gen_time_ns is not None
+    # the truth lies in [back - 1 ms, back + 1 ms]: genTime ± accuracy must contain it
+    assert second.gen_time_ns - second.accuracy_us * 1000 <= back - 1_000_000
+    assert second.accuracy_us == 5_944  # 1 ms bound + 4.943211 ms ahead, rounded up
+
+
 # --- fast path == asn1crypto reference ---------------------------------------------------------
 
 
