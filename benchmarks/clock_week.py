@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -156,7 +157,7 @@ def holdover(sync_h: float) -> None:
         faults = tuple(Fault(s, t_lost, silent=True) for s in ("gps", "ntp"))
         if policy.hidden_faults:
             faults += (Fault("rtc", t_lost, silent=True),)
-        world = World(WorldConfig(**{**_fields(config), "faults": faults}))
+        world = World(replace(config, faults=faults))
         ensemble = Ensemble(policy)
         expired = None
         for step in run(world, ensemble, t_lost + 60 * D, step_s=60.0):
@@ -175,7 +176,7 @@ def detection(trials: int) -> None:
     for trial in range(trials):
         t0 = 1 * H + 37.3 * trial
         for joint, out in ((False, gps_lat), (True, alarm_lat)):
-            faults = (Fault("gps", t0, offset_s=2.5),)
+            faults: tuple[Fault, ...] = (Fault("gps", t0, offset_s=2.5),)
             if joint:
                 faults += (Fault("ntp", t0, offset_s=2.5),)
             world = World(WorldConfig(seed=trial, ntp=NTP2, faults=faults))
@@ -196,10 +197,6 @@ def detection(trials: int) -> None:
         ("GPS and NTP 2.5 s off together -> alarm", alarm_lat),
     ):
         print(f"   {name:<62} median {statistics.median(lat):5.1f} s  worst {max(lat):5.1f} s")
-
-
-def _fields(config: WorldConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__slots__}  # type: ignore[attr-defined]
 
 
 def main() -> int:

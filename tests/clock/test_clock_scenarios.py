@@ -8,7 +8,7 @@ state and the sources' statuses at chosen instants (or at some step within a spa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -263,7 +263,7 @@ SCENARIOS = (
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_scenario(scenario: Scenario) -> None:
-    world = World(WorldConfig(**{**_fields(scenario.config), "faults": scenario.faults}))
+    world = World(replace(scenario.config, faults=scenario.faults))
     ensemble = Ensemble(scenario.policy)
     pending = sorted(scenario.expects, key=lambda e: e.at_s)
     missed: list[str] = []
@@ -285,7 +285,3 @@ def test_scenario(scenario: Scenario) -> None:
                 seen[i] = a
     assert not missed, "\n".join(missed)
     assert len(seen) == len(pending), "some expectations were never reached"
-
-
-def _fields(config: WorldConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__slots__}  # type: ignore[attr-defined]
