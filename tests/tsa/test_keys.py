@@ -270,3 +270,12 @@ def test_keys_csr_command_generates_a_private_key(tmp_path: Path, openssl: str) 
     assert x509.load_pem_x509_csr(out.read_bytes()).public_key() == csr.public_key()
     os.chmod(key, 0o644)
     assert horodate(args) == 1  # a key others can read is refused
+
+
+def test_loading_a_soon_expiring_certificate_logs_a_warning(
+    tsa_keys: DevPki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, cert = issue(tsa_keys, tmp_path, eku=TS, not_after=NOW + dt.timedelta(days=5))
+    with caplog.at_level("WARNING", logger="appliance.keys"):
+        load_credentials(key, cert, tsa_keys.chain, now=NOW)
+    assert any("expires in 5.0 days" in r.getMessage() for r in caplog.records)
