@@ -48,8 +48,14 @@ class RtcSection:
 
 @dataclass(frozen=True, slots=True)
 class ClockSection:
-    quorum: int = 2
-    max_error_s: float = 1.0
+    quorum: int = 2  # independent agreeing source classes needed to issue
+    max_error_s: float = 1.0  # ETSI EN 319 421: refuse beyond this bound
+    # Agreeing sources that may lie *within* the others' intervals without the bound losing
+    # the truth (ADR 0003). 1: safe against one liar; 0: the plain intersection, which is
+    # what lets PPS give a microsecond bound, trusting the receiver not to lie.
+    hidden_faults: int = 1
+    # The IERS/IETF leap-seconds.list (Debian's tzdata ships one); "" for none.
+    leap_seconds_file: str = "/usr/share/zoneinfo/leap-seconds.list"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,22 @@ class Sources:
 
 
 def policy_for(config: ApplianceConfig) -> Policy:
-    return Policy(quorum=config.clock.quorum, max_error_s=config.clock.max_error_s)
+    """The clock policy from the configuration, with the leap seconds the host knows."""
+    from appliance.clock import ClockError, parse_leap_seconds_list
+
+    leap_seconds: tuple[Any, ...] = ()
+    if config.clock.leap_seconds_file:
+        path = Path(config.clock.leap_seconds_file)
+        try:
+            leap_seconds = parse_leap_seconds_list(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError, ClockError) as e:
+            log.warning("clock: no leap-second list (%s: %s); relying on NTP's LI bits", path, e)
+    return Policy(
+        quorum=config.clock.quorum,
+        max_error_s=config.clock.max_error_s,
+        hidden_faults=config.clock.hidden_faults,
+        leap_seconds=leap_seconds,
+    )
 
 
 def build_sources(config: ApplianceConfig) -> Sources:

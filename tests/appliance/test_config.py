@@ -77,3 +77,24 @@ def test_parse_listen() -> None:
     with pytest.raises(ConfigError):
         parse_listen(":80")
     assert ApplianceConfig().listen_port == 3180
+
+
+def test_policy_takes_the_clock_section_and_the_leap_second_list(tmp_path: Path) -> None:
+    from appliance.service import policy_for
+
+    leaps = tmp_path / "leap-seconds.list"
+    # NTP seconds, TAI-UTC: 2017-01-01 brought TAI-UTC from 36 to 37.
+    leaps.write_text("#$ 3676924800\n3644697600 36\n3692217600 37\n")
+    config = load_config(
+        write(tmp_path, f'[clock]\nquorum = 3\nhidden_faults = 0\nleap_seconds_file = "{leaps}"\n')
+    )
+    policy = policy_for(config)
+    assert policy.quorum == 3 and policy.hidden_faults == 0
+    assert [leap.at_posix_s for leap in policy.leap_seconds] == [1483228800]
+
+
+def test_an_unreadable_leap_second_list_is_not_fatal(tmp_path: Path) -> None:
+    from appliance.service import policy_for
+
+    config = load_config(write(tmp_path, '[clock]\nleap_seconds_file = "/nonexistent/list"\n'))
+    assert policy_for(config).leap_seconds == ()
