@@ -217,3 +217,59 @@ def test_openssl_reads_our_rejections(
     assert "Status description: only 1 of 2 sources agree" in shown.stdout
     assert openssl_text in shown.stdout
     assert decode_timestamp_response(path.read_bytes()).status == 2
+
+
+def test_structure_matches_openssl_own_tsa(
+    openssl: str, tsa_keys: DevPki, credentials: Callable[[str], TsaCredentials], tmp_path: Path,
+    data_file: Path,
+) -> None:  # fmt: skip
+    """``openssl ts -reply`` signs the same request with the same key: the two tokens must
+    have the same shape (OpenSSL as a reference implementation of RFC 3161)."""
+    from appliance.tsa.asn1 import parse_response
+
+    (tmp_path / "serial").write_text("01\n")
+    config = tmp_path / "tsa.cnf"
+    config.write_text(
+        "[ tsa ]\ndefault_tsa = horodate\n[ horodate ]\n"
+        f"serial = {tmp_path / 'serial'}\ncrypto_device = builtin\n"
+        f"signer_cert = {tsa_keys.tsa_cert}\nsigner_key = {tsa_keys.tsa_key}\n"
+        f"signer_digest = sha256\ndefault_policy = {POLICY_OID}\n"
+        "digests = sha256, sha384, sha512\naccuracy = secs:0, millisecs:81, microsecs:0\n"
+        "clock_precision_digits = 3\nordering = no\ntsa_name = yes\n"
+        "ess_cert_id_chain = no\ness_cert_id_alg = sha256\n"
+    )
+    query = tmp_path / "q.tsq"
+    assert run(openssl, "ts", "-query", "-data", str(data_file), "-sha256", "-cert",
+               "-out", str(query)).returncode == 0  # fmt: skip
+    made = run(openssl, "ts", "-reply", "-config", str(config), "-queryfile", str(query),
+               "-out", str(tmp_path / "openssl.tsr"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tsa = TimeStampAuthority(credentials("ec-p256"), policy_oid=POLICY_OID)
+    ours = tsa.respond(query.read_bytes(), time=now_reading, serial=Counter()).der
+
+    def shape(der: bytes) -> dict[str, object]:
+        sd = parse_response(der)["time_stamp_token"]["content"]
+        si = sd["signer_infos"][0]
+        tst = sd["encap_content_info"]["content"].parsed
+        return {
+            "sd_version": sd["version"].native,
+            "content_type": sd["encap_content_info"]["content_type"].native,
+            "digest_algorithms": [a["algorithm"].native for a in sd["digest_algorithms"]],
+            "n_certificates": len(sd["certificates"]),
+            "n_signers": len(sd["signer_infos"]),
+            "si_version": si["version"].native,
+            "sid": si["sid"].name,
+            "sid_value": si["sid"].chosen.dump(),
+            "signature_algorithm": si["signature_algorithm"]["algorithm"].native,
+            # OpenSSL adds signingTime; we do not (ADR 0004), and we add the v1 ESS id
+            "attributes": {a["type"].native for a in si["signed_attrs"]}
+            - {"signing_time", "signing_certificate"},
+            "tst_fields": sorted(k for k, v in tst.native.items() if v not in (None, False)),
+            "imprint": tst["message_imprint"].dump(),
+            "nonce": tst["nonce"].native,
+            "tsa": tst["tsa"].dump(),
+            "policy": tst["policy"].native,
+            "accuracy_millis": tst["accuracy"]["millis"].native,
+        }
+
+    assert shape(ours) == shape((tmp_path / "openssl.tsr").read_bytes())
