@@ -81,6 +81,7 @@ def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
         creds,
         policy_oid=config.tsa.policy_oid,
         accepted_policies=frozenset(config.tsa.accepted_policies),
+        max_accuracy_us=round(config.clock.max_error_s * 1_000_000),
     )
     serial_path = config.data_dir / SERIAL_STATE
     log_path = config.data_dir / ISSUANCE_LOG

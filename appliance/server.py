@@ -308,6 +308,13 @@ async def metrics(request: web.Request) -> web.Response:
                 count,
                 {"fail_info": reason},
             )
+        engine = service.authority.stats()
+        e.add(
+            "horodate_tsa_self_check_failures_total",
+            "counter",
+            "Tokens withheld because their signature did not verify",
+            engine["self_check_failures"],
+        )
         if service.days_to_expiry is not None:
             e.add(
                 "horodate_tsa_certificate_expiry_days",

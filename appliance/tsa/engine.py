@@ -209,7 +209,14 @@ class TimeStampAuthority:
         accepted_policies: frozenset[str] | None = None,
         self_check: bool = True,
         self_check_every: int | None = None,
+        max_accuracy_us: int | None = None,
     ) -> None:
+        """``max_accuracy_us``: the largest accuracy a token may state (the policy's maximum
+        error, e.g. 1 s for ETSI EN 319 421). genTime's resolution is narrowed so the stated
+        accuracy stays within it; when it cannot, the answer is timeNotAvailable."""
+        if max_accuracy_us is not None and max_accuracy_us < 2:
+            raise ValueError("max_accuracy_us must be at least 2 µs")
+        self.max_accuracy_us = max_accuracy_us
         self.credentials = credentials
         self.policy_oid = policy_oid
         self.accepted_policies = frozenset(accepted_policies or ()) | {policy_oid}
@@ -353,11 +360,25 @@ class TimeStampAuthority:
             return _rejection(FailInfo.systemFailure, "invalid time reading")
 
         unit_ns = gen_time_unit_ns(bound_ns)
+        max_us = self.max_accuracy_us
+        if max_us is not None:
+            # Keep bound + resolution within the policy's maximum where a finer unit can.
+            room_ns = max_us * _NS_PER_US - bound_ns
+            while unit_ns > _NS_PER_US and unit_ns > room_ns:
+                unit_ns //= 10
         # Truncating to the unit adds up to one unit of error, which the accuracy includes.
         with self._lock:
             # genTime never goes backwards, even when the resolution gets coarser or the
             # ensemble's estimate steps back; then genTime is later than utc_ns.
             gen_ns = max(utc_ns - utc_ns % unit_ns, self._last_gen_ns)
+            if max_us is not None:
+                stated_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
+                if stated_us > max_us:
+                    return _rejection(
+                        FailInfo.timeNotAvailable,
+                        f"accuracy {stated_us / 1e6:g} s would exceed the policy's "
+                        f"{max_us / 1e6:g} s",
+                    )
             self._last_gen_ns = gen_ns
             serial_no = serial()
             if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:

@@ -236,6 +236,7 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
     assert "horodate_clock_issuing 1" in text
     assert "horodate_tsa_tokens_granted_total 3" in text
     assert 'horodate_tsa_requests_refused_total{fail_info="badDataFormat"} 1' in text
+    assert "horodate_tsa_self_check_failures_total 0" in text
     assert 'horodate_source_selected{source="gps0"} 1' in text
 
 

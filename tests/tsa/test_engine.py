@@ -319,6 +319,27 @@ def test_gen_time_held_when_the_estimate_steps_back_and_accuracy_covers_it(
     assert second.accuracy_us == 5_944  # 1 ms bound + 4.943211 ms ahead, rounded up
 
 
+def test_accuracy_never_exceeds_the_policy_maximum(p256: TsaCredentials) -> None:
+    """A 0.95 s bound would be truncated to 100 ms and stated as 1.05 s: the resolution is
+    narrowed instead, so the token still promises at most the policy's 1 s."""
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, max_accuracy_us=1_000_000)
+    reply = tsa.respond(make_request(), time=fixed_time(T0_NS, 950_000_000), serial=Serials())
+    assert reply.granted and reply.accuracy_us is not None
+    assert 950_000 < reply.accuracy_us <= 1_000_000
+    assert tst_info(reply.der)["gen_time"].contents == b"20260101000000.12Z"  # 10 ms, not 100
+
+
+def test_a_bound_at_the_maximum_leaves_no_room_and_is_refused(p256: TsaCredentials) -> None:
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, max_accuracy_us=1_000_000)
+    reply = tsa.respond(make_request(), time=fixed_time(T0_NS, 1_000_000_000), serial=Serials())
+    assert not reply.granted
+    assert reply.fail_info is FailInfo.timeNotAvailable
+    assert "exceed the policy's 1 s" in reply.status_text
+    without_cap = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    loose = without_cap.respond(make_request(), time=fixed_time(T0_NS, 10**9), serial=Serials())
+    assert loose.granted and loose.accuracy_us == 1_100_000  # the cap is what prevents this
+
+
 # --- fast path == asn1crypto reference ---------------------------------------------------------
 
 
