@@ -117,14 +117,17 @@ def build_app(config: ApplianceConfig, *, appliance: Appliance | None = None) ->
         appliance.stop()
         raise
 
+    journal = tsa.journal
+    assert journal is not None
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        tsa.journal.start()
+        journal.start()
         appliance.start()
         try:
             yield
         finally:
             appliance.stop()
-            tsa.journal.close()
+            journal.close()
             tsa.serials.close()
 
     return create_app(

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -56,7 +56,19 @@ class ServerConfig:
 TIMEKEEPER = web.AppKey("timekeeper", Timekeeper)
 TSA = web.AppKey("tsa", TsaService)
 CONFIG = web.AppKey("server_config", ServerConfig)
-WORLD = web.AppKey("sim_world", object)
+
+
+class FaultControl(Protocol):
+    """What ``/sim/faults`` needs of the simulated world (drivers.sim.world.SimWorld)."""
+
+    def faults_json(self) -> dict[str, Any]: ...
+
+    def set_faults_json(self, data: Any) -> Any: ...
+
+    def clear_faults(self) -> None: ...
+
+
+WORLD = web.AppKey("sim_world", FaultControl)
 STARTED = web.AppKey("started_monotonic", float)
 
 
@@ -65,7 +77,7 @@ def create_app(
     timekeeper: Timekeeper,
     *,
     tsa: TsaService | None = None,
-    world: Any | None = None,
+    world: FaultControl | None = None,
     cleanup: list[Callable[[web.Application], Any]] | None = None,
 ) -> web.Application:
     """The appliance's aiohttp application.

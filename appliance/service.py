@@ -15,13 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Policy
 from appliance.config import ApplianceConfig
 from appliance.timekeeper import Timekeeper
 from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns
+
+if TYPE_CHECKING:
+    from drivers.gps import GpsReceiver
+    from drivers.ntp import NtpClient
+    from drivers.pps import PpsReceiver
+    from drivers.rtc import Ds3231Clock
+    from drivers.sim.world import SimWorld
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,11 @@ RETRY_BACKOFF_MAX_S = 30.0
 class Sources:
     """The driver objects the appliance reads (real or simulated)."""
 
-    gps: Any | None = None  # drivers.gps.GpsReceiver
-    ntp: Any | None = None  # drivers.ntp.NtpClient
-    rtc: Any | None = None  # drivers.rtc.Ds3231Clock
-    pps: Any | None = None  # drivers.pps.PpsDevice
-    world: Any | None = None  # drivers.sim.world.SimWorld (only with --simulate)
+    gps: GpsReceiver | None = None
+    ntp: NtpClient | None = None
+    rtc: Ds3231Clock | None = None
+    pps: PpsReceiver | None = None
+    world: SimWorld | None = None  # only with --simulate
     notes: list[str] = field(default_factory=list)
 
 
@@ -133,7 +140,7 @@ def _ntp_server(text: str, server_config: Any) -> Any:
     return server_config(host=text)
 
 
-def _open_pps(device: str, notes: list[str]) -> Any | None:
+def _open_pps(device: str, notes: list[str]) -> PpsReceiver | None:
     try:
         from drivers.pps import PpsConfig, PpsReceiver
 
@@ -207,14 +214,16 @@ class Appliance:
     # -- the driver loops -----------------------------------------------------------------
 
     def _run_gps(self) -> None:
-        pps = self.sources.pps
-        for sample in self.sources.gps.samples(self._stop):
+        gps, pps = self.sources.gps, self.sources.pps
+        assert gps is not None
+        for sample in gps.samples(self._stop):
             self.timekeeper.add(sample)
             if pps is not None:
                 pps.add_gps(sample)  # the pulse is paired with the second NMEA labels
 
     def _run_ntp(self) -> None:
         client = self.sources.ntp
+        assert client is not None
         while not self._stop.is_set():
             for sample in client.poll_due(mono_ns()):
                 self.timekeeper.add(sample)
@@ -223,12 +232,15 @@ class Appliance:
             self._stop.wait(min(wait_ns / NS_PER_S, 1.0))
 
     def _run_pps(self) -> None:
-        for sample in self.sources.pps.samples(self._stop):
+        pps = self.sources.pps
+        assert pps is not None
+        for sample in pps.samples(self._stop):
             self.timekeeper.add(sample)
 
     def _run_rtc(self) -> None:
         """Read the RTC every few seconds; set it from the consensus when the clock asks."""
         rtc = self.sources.rtc
+        assert rtc is not None
         backoff_s = 1.0
         while not self._stop.is_set():
             try:
@@ -243,9 +255,12 @@ class Appliance:
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
 
     def _discipline_rtc(self) -> None:
+        from appliance.clock import RtcAction
+
         rtc = self.sources.rtc
+        assert rtc is not None
         action = self.timekeeper.with_ensemble(lambda e, now: e.rtc_action(now))
-        if action is None:
+        if not isinstance(action, RtcAction):
             return
         residual_s = rtc.set_time(action.utc_at)
         check = rtc.read()  # read back through the same edge timing
