@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 # With --simulate the NTP server is on loopback and ours: poll it briskly so the demo
 # reaches a quorum in seconds, not minutes.
 SIM_NTP_POLL_INTERVAL_S = 4.0
-RTC_READ_INTERVAL_S = 10.0
+RTC_READ_INTERVAL_S = 30.0
 THREAD_JOIN_TIMEOUT_S = 3.0
 RETRY_BACKOFF_MAX_S = 30.0
 

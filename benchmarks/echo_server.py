@@ -12,6 +12,13 @@ async def echo(request: web.Request) -> web.Response:
 
 
 def main() -> None:
+    if "--uvloop" in sys.argv:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.install()
     app = web.Application(client_max_size=16 * 1024)
     app.router.add_post("/tsa", echo)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)

@@ -108,7 +108,10 @@ def main() -> int:
         )
 
         port = free_port()
-        echo = subprocess.Popen([sys.executable, str(HERE / "echo_server.py"), str(port)])
+        # The same event loop the appliance runs on (uvloop when installed), for fairness.
+        echo = subprocess.Popen(
+            [sys.executable, str(HERE / "echo_server.py"), str(port), "--uvloop"]
+        )
         try:
             wait_until(lambda: http_status(f"http://127.0.0.1:{port}/") == 404, 20, "echo")
             echo_rps, _ = run_wrk(
