@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
         journal=journal,
         chain_pem=creds.chain_pem(),
         days_to_expiry=lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC)),
+        valid_until_ns=time.time_ns() + round(days_to_expiry(creds, now) * 86400e9),
     )
 
 

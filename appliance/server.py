@@ -26,6 +26,7 @@ from appliance.clock import Assessment
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition
 from appliance.timekeeper import Timekeeper
+from appliance.tsa.errors import FailInfo
 from drivers.monotonic import NS_PER_S
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class TsaService:
     journal: Any | None  # appliance.tsa.journal.IssuanceLog (None: no log, tests only)
     chain_pem: bytes
     days_to_expiry: Callable[[], float] | None = None
+    # First instant (POSIX ns) at which a certificate of the chain is no longer valid: no
+    # token is signed from then on.
+    valid_until_ns: int | None = None
     granted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
 
@@ -124,6 +128,10 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
         raise
     service = request.app[TSA]
     timekeeper = request.app[TIMEKEEPER]
+    if service.valid_until_ns is not None and time.time_ns() >= service.valid_until_ns:
+        service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
+        der = service.authority.reject(FailInfo.systemFailure, "the TSA certificate has expired")
+        return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
     reply = service.authority.respond(body, time=timekeeper.token_time, serial=service.serials.next)
     if reply.granted:
         if service.journal is not None:
@@ -132,8 +140,6 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
             except Exception:
                 # The token is not handed out if it could not be logged durably.
                 log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
-                from appliance.tsa import FailInfo
-
                 service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
                 der = service.authority.reject(FailInfo.systemFailure, "issuance log unavailable")
                 return web.Response(body=der, content_type=TSR_CONTENT_TYPE)

@@ -278,3 +278,17 @@ async def test_sim_faults_get_post_delete(aiohttp_client: Any, timekeeper: Timek
         assert world.faults.rtc.drift_ppm == 3.0
         resp = await client.delete("/sim/faults")
         assert await resp.json() == {"gps": {}, "ntp": {}, "rtc": {}}
+
+
+async def test_no_token_once_the_certificate_has_expired(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    service = tsa_service()
+    service.valid_until_ns = 1  # expired long ago
+    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
+    assert not reply.granted
+    assert reply.fail_info == frozenset({FailInfo.systemFailure})
+    assert reply.status_text == ("the TSA certificate has expired",)
+    assert service.granted == 0
