@@ -24,7 +24,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -312,7 +312,11 @@ def _sig_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     return hashes.SHA256()
 
 
-def _tsa_extensions(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
+_Builder = TypeVar("_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder)
+
+
+def _tsa_extensions(builder: _Builder) -> _Builder:
+    """EKU timeStamping, critical and alone (RFC 3161 §2.3); key usage digitalSignature."""
     return builder.add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
     ).add_extension(
@@ -429,22 +433,7 @@ def make_csr(
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         _name(common_name, organization, country)
     )
-    builder = builder.add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
-    ).add_extension(
-        x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
-    )
+    builder = _tsa_extensions(builder)
     csr = builder.sign(key, _sig_hash(key))
     return csr.public_bytes(serialization.Encoding.PEM)
 

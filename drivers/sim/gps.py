@@ -42,11 +42,11 @@ import time
 import tty
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
 from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns, realtime_ns
 from drivers.sim.faults import GpsFaults
+from drivers.sim.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class SimGpsStats:
     bytes_dropped: int  # bytes lost: unplugged, or nobody reading and the buffer full
 
 
-class SimGps:
+class SimGps(StartStop):
     """A receiver on a pseudo-terminal. See the module docstring for what it writes when.
 
     ``faults`` returns the current GPS faults and the ``mono_ns`` instant they were applied
@@ -368,18 +368,6 @@ class SimGps:
         self._closed = True
         with contextlib.suppress(OSError):
             os.rmdir(self._dir)
-
-    def __enter__(self) -> SimGps:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def stats(self) -> SimGpsStats:

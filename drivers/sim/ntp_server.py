@@ -24,7 +24,6 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns, realtime_ns
@@ -39,6 +38,7 @@ from drivers.ntp import (
     ns_to_ntp_short,
 )
 from drivers.sim.faults import NtpFaults
+from drivers.sim.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def build_reply(
     )
 
 
-class SimNtpServer:
+class SimNtpServer(StartStop):
     """A real UDP NTP server on loopback, serving the host's clock plus injected faults.
 
     ``faults()`` returns the current :class:`NtpFaults` and the raw-monotonic instant they
@@ -188,18 +188,6 @@ class SimNtpServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-    def __enter__(self) -> SimNtpServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(self) -> None:
         sock = self._sock

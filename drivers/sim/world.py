@@ -20,7 +20,6 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from drivers.errors import DriverError
@@ -28,6 +27,7 @@ from drivers.monotonic import mono_ns
 from drivers.sim.ds3231 import SimDS3231, SimI2CBus
 from drivers.sim.faults import FaultError, Faults, GpsFaults, NtpFaults, RtcFaults
 from drivers.sim.gps import SimGps
+from drivers.sim.lifecycle import StartStop
 from drivers.sim.ntp_server import SimNtpServer
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class _FaultState:
     rtc_set_ns: int
 
 
-class SimWorld:
+class SimWorld(StartStop):
     """The simulated hardware the appliance runs on with ``--simulate``; thread-safe.
 
     ``gps_*`` settings go to :class:`~drivers.sim.gps.SimGps` (``gps_latency_s`` is the
@@ -140,18 +140,6 @@ class SimWorld:
             finally:
                 self._gps.stop()
         log.info("sim: world stopped")
-
-    def __enter__(self) -> SimWorld:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- where the drivers find the parts -----------------------------------------------------
 
