@@ -21,6 +21,7 @@ from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
 from appliance.tsa.journal import JournalError, read_log
+from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
 
 from .conftest import VirtualClock, feed_agreeing_sources
@@ -292,3 +293,34 @@ async def test_no_token_once_the_certificate_has_expired(
     assert reply.fail_info == frozenset({FailInfo.systemFailure})
     assert reply.status_text == ("the TSA certificate has expired",)
     assert service.granted == 0
+
+
+async def test_fuzzed_bodies_always_get_a_der_reply_never_a_500(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    """Random bytes and mangled real requests through the whole HTTP path: every answer is
+    HTTP 200 with a TimeStampResp that parses, granted only for a well-formed request."""
+    import random
+
+    feed_agreeing_sources(timekeeper, clock)
+    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    rng = random.Random(3161)
+    good = query().der
+    bodies = [b"", b"\x00", b"\x30\x80\x00\x00", b"\x30\x84\xff\xff\xff\xff" + good]
+    for _ in range(150):
+        if rng.random() < 0.5:
+            bodies.append(rng.randbytes(rng.randrange(1, 300)))
+        else:
+            mangled = bytearray(good)
+            for _ in range(rng.randrange(1, 4)):
+                mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+            bodies.append(bytes(mangled))
+    for body in bodies:
+        resp = await client.post("/tsa", data=body, headers=TSQ)
+        assert resp.status == 200, body.hex()
+        reply = parse_reply(await resp.read())
+        if reply.granted:  # only a request the strict parser accepts, for its own imprint
+            assert reply.info is not None
+            assert reply.info.message_imprint == parse_request(body).imprint
+        else:
+            assert reply.fail_info, body.hex()
