@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # With --simulate the NTP server is on loopback and ours: poll it briskly so the demo
 # reaches a quorum in seconds, not minutes.
 SIM_NTP_POLL_INTERVAL_S = 4.0
-RTC_READ_INTERVAL_S = 30.0
+RTC_READ_INTERVAL_S = 30.0  # each read polls the bus for the seconds edge (up to 1 s)
+RTC_DISCIPLINE_CHECK_S = 2.0
 THREAD_JOIN_TIMEOUT_S = 3.0
 RETRY_BACKOFF_MAX_S = 30.0
 
@@ -238,17 +239,20 @@ class Appliance:
             self.timekeeper.add(sample)
 
     def _run_rtc(self) -> None:
-        """Read the RTC every few seconds; set it from the consensus when the clock asks."""
+        """Read the RTC every ``RTC_READ_INTERVAL_S``; between reads, ask the clock every
+        ``RTC_DISCIPLINE_CHECK_S`` whether the RTC should be set from the consensus."""
         rtc = self.sources.rtc
         assert rtc is not None
         backoff_s = 1.0
+        next_read = 0
         while not self._stop.is_set():
             try:
-                sample = rtc.read()
-                self.timekeeper.add(sample)
+                if mono_ns() >= next_read:
+                    self.timekeeper.add(rtc.read())
+                    next_read = mono_ns() + int(RTC_READ_INTERVAL_S * NS_PER_S)
                 self._discipline_rtc()
                 backoff_s = 1.0
-                self._stop.wait(RTC_READ_INTERVAL_S)
+                self._stop.wait(RTC_DISCIPLINE_CHECK_S)
             except DriverError as e:
                 log.warning("rtc0: %s; retrying in %.0f s", e, backoff_s)
                 self._stop.wait(backoff_s)
@@ -274,6 +278,7 @@ class Appliance:
         except Exception as e:  # the clock lost its quorum meanwhile: try again later
             log.warning("rtc0: set, but not adopted as disciplined: %s", e)
             return
+        self.timekeeper.add(check)  # its first sample as a disciplined reference
         log.info("rtc0: set from the consensus (residual %.1f ms)", residual_s * 1e3)
 
 

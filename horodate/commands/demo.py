@@ -17,10 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from horodate.commands.status import render
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,7 +145,7 @@ async def _story(
         return deadline is None or time.monotonic() < deadline
 
     last_key: tuple[Any, ...] = ()
-    last_print = 0.0
+    last_print = time.monotonic() - 10  # the first table 5 s in, once sources are heard
     issuing_since: float | None = None
     acts = [] if no_faults else list(SCRIPT)
     record_index = 0
@@ -150,11 +153,15 @@ async def _story(
     while time_left():
         doc = await _health(http, url)
         now = time.monotonic()
-        # A line when the verdict, the state or a source's status changes; else every 10 s.
+        # A line when the verdict, the state or a source's status changes; every 15 s the
+        # whole table a technician would see (`horodate status`).
         key = (doc.get("issuing"), doc.get("state"), *(s["status"] for s in doc["sources"]))
-        if key != last_key or now - last_print >= 10:
+        if key != last_key:
             out.say(_summary(doc))
-            last_key, last_print = key, now
+            last_key = key
+        if now - last_print >= 15:
+            out.say("horodate status:\n" + textwrap.indent(render(doc), "    "))
+            last_print = now
         if doc.get("issuing") and issuing_since is None:
             issuing_since = now
             out.say("the clock can prove the time: tokens are issued from now on")

@@ -78,6 +78,14 @@ async def test_faults_in_health_out_and_tokens_refused_then_resumed(
     assert {"gps0", "ntp:sim"} <= {s["name"] for s in doc["sources"] if s["status"] == "selected"}
     assert await cli("status", "--url", url) == 0
 
+    # Once synchronised, the DS3231 is set from the consensus and becomes evidence itself.
+    end = time.monotonic() + 30
+    while source(doc, "rtc")["status"] != "selected" and time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        doc = await (await client.get("/health")).json()
+    assert source(doc, "rtc")["status"] == "selected", source(doc, "rtc")
+    assert abs(source(doc, "rtc")["offset_s"]) <= doc["bound_s"]
+
     # A file stamped and verified with the command-line tools, against this appliance.
     record = tmp_path / "record.txt"
     record.write_bytes(b"2026-11-28 session 4 teacher T-17 student INE 123456789AB signed\n")
