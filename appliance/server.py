@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -173,16 +173,52 @@ async def tsa_certs(request: web.Request) -> web.Response:
 # --- health ----------------------------------------------------------------------------
 
 
-def health_document(assessment: Assessment, mono_now: int, realtime_now: int) -> dict[str, Any]:
+def health_document(
+    assessment: Assessment,
+    mono_now: int,
+    realtime_now: int,
+    driver_notes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The ``/health`` JSON for one assessment (DESIGN.md: state, issuing, offset_s,
     bound_s, sources[name, status, offset_s, bound_s, reason]).
 
     ``offset_s`` is the ensemble's UTC minus the host's system clock: how far off the
-    host's own clock is. A source's ``offset_s`` is its UTC minus the ensemble's.
+    host's own clock is. A source's ``offset_s`` is its UTC minus the ensemble's. A
+    source's ``driver`` is what its driver alone can see (a port not open, an NTP server
+    not answering); a configured source with no sample yet is listed through it, waiting.
     """
+    notes = dict(driver_notes or {})
     offset_s = None
     if assessment.utc_ns is not None:
         offset_s = (assessment.utc_ns - realtime_now) / NS_PER_S
+    sources: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "kind": s.kind.value,
+            "status": s.status.value,
+            "offset_s": _seconds(s.offset_ns),
+            "bound_s": _seconds(s.bound_ns),
+            "reason": s.reason,
+            "driver": notes.pop(s.name, None),
+            "age_s": None if s.last_mono_ns is None else (mono_now - s.last_mono_ns) / NS_PER_S,
+            "samples": s.samples,
+        }
+        for s in assessment.sources
+    ]
+    for name, note in sorted(notes.items()):
+        sources.append(
+            {
+                "name": name,
+                "kind": _kind_of(name),
+                "status": "waiting",
+                "offset_s": None,
+                "bound_s": None,
+                "reason": "no sample yet",
+                "driver": note,
+                "age_s": None,
+                "samples": 0,
+            }
+        )
     return {
         "state": assessment.state.value,
         "issuing": assessment.issuing,
@@ -192,20 +228,12 @@ def health_document(assessment: Assessment, mono_now: int, realtime_now: int) ->
         "bound_s": _seconds(assessment.bound_ns),
         "frequency_ppm": assessment.frequency_ppm,
         "skew_ppm": assessment.skew_ppm,
-        "sources": [
-            {
-                "name": s.name,
-                "kind": s.kind.value,
-                "status": s.status.value,
-                "offset_s": _seconds(s.offset_ns),
-                "bound_s": _seconds(s.bound_ns),
-                "reason": s.reason,
-                "age_s": None if s.last_mono_ns is None else (mono_now - s.last_mono_ns) / NS_PER_S,
-                "samples": s.samples,
-            }
-            for s in assessment.sources
-        ],
+        "sources": sources,
     }
+
+
+def _kind_of(name: str) -> str:
+    return next((k for k in ("gps", "pps", "ntp", "rtc") if name.startswith(k)), "unknown")
 
 
 def _seconds(ns: int | None) -> float | None:
@@ -223,7 +251,7 @@ async def health(request: web.Request) -> web.Response:
     timekeeper = request.app[TIMEKEEPER]
     mono_now, real_now = timekeeper.now_pair()
     assessment = timekeeper.assess(mono_now)
-    document = health_document(assessment, mono_now, real_now)
+    document = health_document(assessment, mono_now, real_now, timekeeper.driver_notes())
     return web.json_response(document, status=200 if assessment.issuing else 503)
 
 

@@ -161,6 +161,8 @@ class Appliance:
         self.timekeeper = timekeeper
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._rtc_error: str | None = None
+        timekeeper.driver_notes = self.driver_notes
 
     @classmethod
     def from_config(cls, config: ApplianceConfig) -> Appliance:
@@ -212,6 +214,48 @@ class Appliance:
                 self._stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)
 
+    # -- what the drivers know that samples do not say -------------------------------------
+
+    def driver_notes(self) -> dict[str, str]:
+        """Per source name, a problem only the driver can see: a port that is not open, an
+        NTP server that does not answer or sent a Kiss-o'-Death, an RTC that NACKs. Shown
+        beside the clock's own status in ``/health``; a source with no sample yet is listed
+        through its note alone."""
+        from drivers.ntp import PollResult
+
+        # Outcomes that leave no sample behind (the others reach the clock as untrusted
+        # samples, with their reason).
+        silent = {
+            PollResult.TIMEOUT,
+            PollResult.UNREACHABLE,
+            PollResult.ORIGIN_MISMATCH,
+            PollResult.MALFORMED,
+            PollResult.KISS_RATE,
+            PollResult.KISS_DENY,
+            PollResult.KISS_RSTR,
+            PollResult.KISS_OTHER,
+        }
+        notes: dict[str, str] = {}
+        gps = self.sources.gps
+        if gps is not None and not gps.port_open.is_set():
+            notes[gps.config.name] = (
+                f"{gps.config.device} not open (cable pulled? device missing?); "
+                f"retrying, {gps.reopens} reopen(s) so far"
+            )
+        if self.sources.ntp is not None:
+            for server in self.sources.ntp.servers():
+                if server.stopped:
+                    notes[server.name] = f"{server.result.value}: {server.reason}; no longer asked"
+                elif server.result in silent:
+                    notes[server.name] = f"{server.result.value}: {server.reason}".rstrip(": ")
+                elif server.backed_off:
+                    notes[server.name] = (
+                        f"asked to slow down: polled every {server.poll_interval_s:g} s"
+                    )
+        if self.sources.rtc is not None and self._rtc_error is not None:
+            notes[self.sources.rtc.config.name] = self._rtc_error
+        return notes
+
     # -- the driver loops -----------------------------------------------------------------
 
     def _run_gps(self) -> None:
@@ -252,8 +296,10 @@ class Appliance:
                     next_read = mono_ns() + int(RTC_READ_INTERVAL_S * NS_PER_S)
                 self._discipline_rtc()
                 backoff_s = 1.0
+                self._rtc_error = None
                 self._stop.wait(RTC_DISCIPLINE_CHECK_S)
             except DriverError as e:
+                self._rtc_error = str(e)
                 log.warning("rtc0: %s; retrying in %.0f s", e, backoff_s)
                 self._stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_MAX_S)

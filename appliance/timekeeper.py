@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from appliance.clock import Assessment, ClockState, Ensemble, Issue, Policy, TimeNotAvailable
@@ -41,6 +41,8 @@ class Timekeeper:
         self._issued = 0
         self._refused = 0
         self.last_issue_state = ""  # the ensemble state of the last time handed to the TSA
+        # What the drivers see that samples do not say, by source name (set by the service).
+        self.driver_notes: Callable[[], Mapping[str, str]] = dict
 
     @property
     def policy(self) -> Policy:

@@ -109,7 +109,8 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
             f"{s.get('name', '?')!s:<24} "
             + _paint(f"{status:<14}", status, color)
             + f" {_duration(s.get('offset_s')):>12} {_bound(s.get('bound_s')):>12} "
-            + f"{'—' if age is None else f'{age:.0f}s':>7}  {s.get('reason') or ''}"
+            + f"{'—' if age is None else f'{age:.0f}s':>7}  "
+            + "; ".join(part for part in (s.get("reason"), s.get("driver")) if part)
         )
     if not sources:
         lines.append("(no sources configured)")

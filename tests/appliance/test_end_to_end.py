@@ -138,3 +138,81 @@ async def test_unknown_fault_is_refused_and_nothing_changes(appliance: TestClien
     assert resp.status == 400
     assert "unknown fault 'offset'" in (await resp.json())["error"]
     assert await (await appliance.get("/sim/faults")).json() == {"gps": {}, "ntp": {}, "rtc": {}}
+
+
+async def wait_for_source(
+    client: TestClient, prefix: str, status: str, deadline_s: float
+) -> dict[str, Any]:
+    end = time.monotonic() + deadline_s
+    doc: dict[str, Any] = {}
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        if source(doc, prefix)["status"] == status:
+            return doc
+        await asyncio.sleep(0.5)
+    pytest.fail(f"{prefix} never became {status} in {deadline_s} s; last: {doc}")
+
+
+@pytest.mark.timeout(240)
+async def test_a_lone_liar_is_named_and_outvoted(appliance: TestClient) -> None:
+    """One source wrong at a time: the GPS 5 s off is a falseticker, an unsynchronised NTP
+    server (LI=3) is named as such, a Kiss-o'-Death DENY stops the server; the clock keeps
+    issuing where the evidence still allows it and says why where it does not."""
+    client = appliance
+    await wait_for_health(client, status=200, deadline_s=60)
+    await wait_for_source(client, "rtc", "selected", 30)  # GPS, NTP and the RTC agree
+
+    await client.post("/sim/faults", json={"gps": {"offset_s": 5.0}})
+    doc = await wait_for_source(client, "gps", "falseticker", 30)
+    assert doc["issuing"] is True  # NTP and the disciplined RTC carry on
+    assert source(doc, "gps")["offset_s"] == pytest.approx(5.0, abs=0.5)
+    reply = await post_query(client, b"while the GPS lies")
+    assert reply.granted
+
+    await client.post("/sim/faults", json={"ntp": {"unsynchronised": True}})
+    doc = await wait_for_source(client, "ntp", "unsynchronised", 30)
+    assert (
+        "LI=3" in source(doc, "ntp")["reason"] or "unsynchronised" in source(doc, "ntp")["reason"]
+    )
+
+    # A Kiss-o'-Death DENY stops the driver asking that server (RFC 5905 §7.4): no more
+    # samples, so only the driver can say why; /health shows it beside the clock's status.
+    await client.post("/sim/faults", json={"ntp": {"kod": "DENY"}})
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        if source(doc, "ntp")["driver"]:
+            break
+        await asyncio.sleep(0.5)
+    assert "access denied" in source(doc, "ntp")["driver"]
+    assert "no longer asked" in source(doc, "ntp")["driver"]
+    await client.delete("/sim/faults")
+
+
+@pytest.mark.timeout(180)
+async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> None:
+    """The simulated receiver's pty disappears (as a USB GPS unplugged): /health says the
+    port is not open; plugged back, the same process reads it again."""
+    from appliance.server import WORLD
+
+    client = appliance
+    await wait_for_health(client, status=200, deadline_s=60)
+    world = client.server.app[WORLD]
+    world.gps.unplug()  # type: ignore[attr-defined]
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        if source(doc, "gps")["driver"]:
+            break
+        await asyncio.sleep(0.5)
+    assert "not open" in source(doc, "gps")["driver"]
+    world.gps.replug()  # type: ignore[attr-defined]
+    end = time.monotonic() + 60  # the driver's back-off is at most 30 s
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        gps = source(doc, "gps")
+        if gps["driver"] is None and gps["age_s"] < 2 and gps["status"] == "selected":
+            break
+        await asyncio.sleep(0.5)
+    assert source(doc, "gps")["driver"] is None, source(doc, "gps")
+    assert source(doc, "gps")["status"] == "selected" and source(doc, "gps")["age_s"] < 2

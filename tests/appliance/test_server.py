@@ -209,6 +209,21 @@ def test_health_document_offset_is_ensemble_utc_minus_host_clock(
     assert doc["utc"].endswith("Z") and doc["utc"].startswith("2027-01-15T")
 
 
+def test_health_shows_what_only_the_drivers_know(
+    timekeeper: Timekeeper, clock: VirtualClock
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    notes = {"ntp:test": "access denied: DENY; no longer asked", "rtc0": "rtc0: no answer"}
+    doc = health_document(timekeeper.assess(), clock(), 0, notes)
+    by_name = {s["name"]: s for s in doc["sources"]}
+    assert by_name["ntp:test"]["driver"] == "access denied: DENY; no longer asked"
+    assert by_name["ntp:test"]["status"] == "selected"  # the clock's verdict is untouched
+    assert by_name["gps0"]["driver"] is None
+    # A configured source that never produced a sample is listed through its note.
+    assert by_name["rtc0"]["status"] == "waiting" and by_name["rtc0"]["kind"] == "rtc"
+    assert by_name["rtc0"]["driver"] == "rtc0: no answer"
+
+
 # --- /metrics ----------------------------------------------------------------------------
 
 _SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+-]+|NaN)$')

@@ -32,6 +32,7 @@ HEALTHY: dict[str, Any] = {
             "bound_s": 0.01,
             "reason": "outside the agreeing group",
             "age_s": 12,
+            "driver": "asked to slow down: polled every 128 s",
         },
     ],
 }
@@ -48,6 +49,7 @@ def test_render_reads_at_a_glance() -> None:
     ntp = next(line for line in lines if line.startswith("ntp:pool"))
     assert "selected" in pps and "+1.0 µs" in pps
     assert "falseticker" in ntp and "+2.500 s" in ntp and "outside the agreeing group" in ntp
+    assert ntp.endswith("outside the agreeing group; asked to slow down: polled every 128 s")
     assert "\033[" not in text  # no colour unless on a terminal
 
 
