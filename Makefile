@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 APT_PACKAGES := chrony openssl wrk
 
-.PHONY: demo test lint bench system-deps venv clean
+.PHONY: demo test lint bench coverage system-deps venv clean
 
 $(BIN)/horodate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ system-deps:
 
 test: system-deps venv
 	$(BIN)/python -m pytest
+
+coverage: system-deps venv
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 lint: venv
 	$(BIN)/ruff check .

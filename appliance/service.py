@@ -51,6 +51,8 @@ class Sources:
     pps: PpsReceiver | None = None
     world: SimWorld | None = None  # only with --simulate
     notes: list[str] = field(default_factory=list)
+    # Configured sources that could not be set up, by source name: shown in /health.
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def policy_for(config: ApplianceConfig) -> Policy:
@@ -127,10 +129,10 @@ def build_sources(config: ApplianceConfig) -> Sources:
             bus = open_i2c_bus(config.rtc.i2c_bus)
             sources.rtc = Ds3231Clock(bus, RtcConfig(i2c_address=config.rtc.address))
         except DriverError as e:
-            sources.notes.append(f"RTC unavailable: {e}")
+            sources.unavailable["rtc0"] = f"not available: {e}"
             log.error("rtc0: %s; running without the RTC", e)
     if config.gps.pps_device:
-        sources.pps = _open_pps(config.gps.pps_device, sources.notes)
+        sources.pps = _open_pps(config.gps.pps_device, sources)
     return sources
 
 
@@ -141,13 +143,13 @@ def _ntp_server(text: str, server_config: Any) -> Any:
     return server_config(host=text)
 
 
-def _open_pps(device: str, notes: list[str]) -> PpsReceiver | None:
+def _open_pps(device: str, sources: Sources) -> PpsReceiver | None:
     try:
         from drivers.pps import PpsConfig, PpsReceiver
 
         return PpsReceiver(PpsConfig(device=device))
     except (DriverError, OSError, ValueError) as e:
-        notes.append(f"PPS unavailable: {e}")
+        sources.unavailable["pps0"] = f"not available: {e}"
         log.error("pps0: cannot use %s: %s", device, e)
         return None
 
@@ -235,7 +237,7 @@ class Appliance:
             PollResult.KISS_RSTR,
             PollResult.KISS_OTHER,
         }
-        notes: dict[str, str] = {}
+        notes: dict[str, str] = dict(self.sources.unavailable)
         gps = self.sources.gps
         if gps is not None and not gps.port_open.is_set():
             notes[gps.config.name] = (
@@ -252,6 +254,9 @@ class Appliance:
                     notes[server.name] = (
                         f"asked to slow down: polled every {server.poll_interval_s:g} s"
                     )
+        pps = self.sources.pps
+        if pps is not None and pps.problem is not None:
+            notes[pps.config.name] = f"{pps.problem}; retrying"
         if self.sources.rtc is not None and self._rtc_error is not None:
             notes[self.sources.rtc.config.name] = self._rtc_error
         return notes

@@ -357,6 +357,8 @@ class PpsReceiver:
         self._lock = threading.Lock()
         self._ready: deque[PpsSample] = deque(maxlen=64)
         self._stop = threading.Event()
+        # Why the device is not being read right now (None while it is): for /health.
+        self.problem: str | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -383,6 +385,7 @@ class PpsReceiver:
             try:
                 device = self._open(cfg.device)
             except DriverError as e:
+                self.problem = str(e)
                 (log.info if reported else log.warning)(
                     "%s: %s; retrying in %s s", cfg.name, e, backoff_s
                 )
@@ -393,6 +396,7 @@ class PpsReceiver:
             if reported:
                 log.warning("%s: %s is back", cfg.name, cfg.device)
             reported = False
+            self.problem = None
             try:
                 while not stopping():
                     try:
@@ -405,6 +409,7 @@ class PpsReceiver:
                         backoff_s = 1.0
                     yield from self._drain()
             except DriverError as e:
+                self.problem = str(e)
                 log.warning("%s: %s; reopening in %s s", cfg.name, e, backoff_s)
                 reported = True
                 self._stop.wait(backoff_s)
