@@ -4,7 +4,7 @@
 Key types P-256, P-384, RSA 2048 × SHA-256/384/512 × certReq on/off × nonce on/off; RSA 4096
 once. Bouncy Castle is not installed here (no Java), so it is not part of the matrix; the
 profile follows RFC 3161/5652/5816 to the letter instead (docs/adr/0004-token-profile.md).
-The HTTP path is tested with the appliance's server, not here.
+The same matrix through the HTTP front is in test_http_interop.py.
 """
 
 from __future__ import annotations

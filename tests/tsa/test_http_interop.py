@@ -1,0 +1,157 @@
+"""The interop matrix through the appliance's HTTP front: ``openssl ts -query`` → ``POST
+/tsa`` (aiohttp) → ``openssl ts -verify`` with ``-queryfile`` and ``-data``, and the
+``rfc3161-client`` verifier on the same reply.
+
+Key types P-256, P-384, RSA 2048 × SHA-256/384/512 × certReq on/off × nonce on/off. The
+clock is a real ensemble fed with agreeing samples on a virtual clock. Then requests built
+by rfc3161-client itself, verified with ``VerifierBuilder.from_request``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from rfc3161_client import (
+    HashAlgorithm,
+    TimestampRequestBuilder,
+    VerificationError,
+    VerifierBuilder,
+    decode_timestamp_response,
+)
+
+from appliance.clock import Policy
+from appliance.keys import DevPki, TsaCredentials
+from appliance.server import ServerConfig, TsaService, create_app
+from appliance.timekeeper import Timekeeper
+from appliance.tsa import TimeStampAuthority
+from appliance.tsa.request import parse_request
+from tests.appliance.conftest import VirtualClock, feed_agreeing_sources
+from tests.tsa.conftest import POLICY_OID
+
+DATA = b"roll call 2026-11-28 09:00, establishment 0750001A, signed by teacher T-017\n"
+
+
+class Serials:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def next(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+@pytest.mark.parametrize("hash_name", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("cert_req", [True, False], ids=["certReq", "noCertReq"])
+@pytest.mark.parametrize("nonce", [True, False], ids=["nonce", "noNonce"])
+async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
+    aiohttp_client: Any,
+    openssl: str,
+    dev_pki: Callable[[str], DevPki],
+    credentials: Callable[[str], TsaCredentials],
+    tmp_path: Path,
+    key_type: str,
+    hash_name: str,
+    cert_req: bool,
+    nonce: bool,
+) -> None:
+    clock = VirtualClock()
+    timekeeper = Timekeeper(Policy(), clock=clock)
+    feed_agreeing_sources(timekeeper, clock)
+    creds, pki = credentials(key_type), dev_pki(key_type)
+    service = TsaService(
+        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
+        serials=Serials(),
+        journal=None,
+        chain_pem=creds.chain_pem(),
+    )
+    client = await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+
+    data, query, reply = tmp_path / "record.txt", tmp_path / "q.tsq", tmp_path / "r.tsr"
+    data.write_bytes(DATA)
+    made = run(
+        openssl, "ts", "-query", "-data", data, f"-{hash_name}", "-out", query,
+        *(["-cert"] if cert_req else []), *([] if nonce else ["-no_nonce"]),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    resp = await client.post(
+        "/tsa", data=query.read_bytes(), headers={"Content-Type": "application/timestamp-query"}
+    )
+    assert resp.status == 200 and resp.content_type == "application/timestamp-reply"
+    reply.write_bytes(await resp.read())
+
+    untrusted = [] if cert_req else ["-untrusted", pki.tsa_cert]
+    for source in (["-queryfile", query], ["-data", data]):
+        verified = run(
+            openssl, "ts", "-verify", *source, "-in", reply, "-CAfile", pki.ca_cert, *untrusted
+        )
+        assert verified.returncode == 0 and "Verification: OK" in verified.stdout, (
+            verified.stdout + verified.stderr
+        )
+
+    # rfc3161-client on the same reply, told the nonce the openssl request carried.
+    sent = parse_request(query.read_bytes())
+    builder = VerifierBuilder(
+        policy_id=x509.ObjectIdentifier(POLICY_OID),
+        roots=[x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())],
+        nonce=sent.nonce,
+    )
+    if not cert_req:
+        builder = builder.tsa_certificate(x509.load_pem_x509_certificate(pki.tsa_cert.read_bytes()))
+    assert builder.build().verify_message(decode_timestamp_response(reply.read_bytes()), DATA)
+
+
+@pytest.mark.parametrize("algorithm", [HashAlgorithm.SHA256, HashAlgorithm.SHA512])
+@pytest.mark.parametrize("cert_req", [True, False], ids=["certReq", "noCertReq"])
+@pytest.mark.parametrize("nonce", [True, False], ids=["nonce", "noNonce"])
+async def test_rfc3161_client_request_post_tsa_verifier_from_request(
+    aiohttp_client: Any,
+    dev_pki: Callable[[str], DevPki],
+    credentials: Callable[[str], TsaCredentials],
+    algorithm: HashAlgorithm,
+    cert_req: bool,
+    nonce: bool,
+) -> None:
+    clock = VirtualClock()
+    timekeeper = Timekeeper(Policy(), clock=clock)
+    feed_agreeing_sources(timekeeper, clock)
+    creds, pki = credentials("ec-p256"), dev_pki("ec-p256")
+    service = TsaService(
+        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
+        serials=Serials(),
+        journal=None,
+        chain_pem=creds.chain_pem(),
+    )
+    client = await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+    request = (
+        TimestampRequestBuilder()
+        .data(DATA)
+        .hash_algorithm(algorithm)
+        .nonce(nonce=nonce)
+        .cert_request(cert_request=cert_req)
+        .build()
+    )
+    resp = await client.post(
+        "/tsa",
+        data=request.as_bytes(),
+        headers={"Content-Type": "application/timestamp-query"},
+    )
+    response = decode_timestamp_response(await resp.read())
+    builder = VerifierBuilder.from_request(request).add_root_certificate(
+        x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    )
+    if not cert_req:
+        builder = builder.tsa_certificate(x509.load_pem_x509_certificate(pki.tsa_cert.read_bytes()))
+    verifier = builder.build()
+    assert verifier.verify_message(response, DATA)
+    with pytest.raises(VerificationError):
+        verifier.verify_message(response, DATA + b" (edited)")
