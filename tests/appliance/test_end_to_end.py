@@ -216,3 +216,44 @@ async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> No
         await asyncio.sleep(0.5)
     assert source(doc, "gps")["driver"] is None, source(doc, "gps")
     assert source(doc, "gps")["status"] == "selected" and source(doc, "gps")["age_s"] < 2
+
+
+@pytest.mark.timeout(180)
+async def test_no_quorum_from_the_start_then_tokens_when_the_sources_recover(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Faulted before the first sample (GPS without a fix, the NTP server unsynchronised):
+    no quorum, so every request is refused with timeNotAvailable; the faults cleared, tokens
+    come."""
+    from appliance.service import Appliance, build_sources, policy_for
+    from appliance.timekeeper import Timekeeper
+    from drivers.sim.faults import Faults
+
+    config = ApplianceConfig(simulate=True, data_dir=tmp_path / "appliance")
+    sources = build_sources(config)
+    assert sources.world is not None
+    sources.world.set_faults(
+        Faults.from_json({"gps": {"fix": False}, "ntp": {"unsynchronised": True}})
+    )
+    appliance = Appliance(config, sources, Timekeeper(policy_for(config)))
+    client = await aiohttp_client(build_app(config, appliance=appliance))
+
+    # Both sources are heard (their samples arrive, untrusted) and the clock still refuses.
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        doc = await (await client.get("/health")).json()
+        statuses = {s["name"]: s["status"] for s in doc["sources"]}
+        if statuses.get("gps0") == "untrusted" and statuses.get("ntp:sim") == "unsynchronised":
+            break
+        await asyncio.sleep(0.5)
+    assert statuses.get("gps0") == "untrusted" and statuses.get("ntp:sim") == "unsynchronised"
+    assert doc["issuing"] is False and doc["state"] == "starting"
+    refused = await post_query(client, b"no quorum")
+    assert refused.fail_info == frozenset({FailInfo.timeNotAvailable})
+    assert refused.status_text and refused.status_text[0].strip()  # says why, in words
+    assert doc["reason"]
+
+    await client.delete("/sim/faults")
+    await wait_for_health(client, status=200, deadline_s=60)
+    granted = await post_query(client, b"quorum back")
+    assert granted.granted
