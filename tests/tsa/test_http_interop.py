@@ -45,6 +45,20 @@ class Serials:
         return self.n
 
 
+async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
+    """The appliance's HTTP front on a synchronised clock, with this TSA key (no log)."""
+    clock = VirtualClock()
+    timekeeper = Timekeeper(Policy(), clock=clock)
+    feed_agreeing_sources(timekeeper, clock)
+    service = TsaService(
+        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
+        serials=Serials(),
+        journal=None,
+        chain_pem=creds.chain_pem(),
+    )
+    return await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+
+
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=30)
 
@@ -64,17 +78,8 @@ async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
     cert_req: bool,
     nonce: bool,
 ) -> None:
-    clock = VirtualClock()
-    timekeeper = Timekeeper(Policy(), clock=clock)
-    feed_agreeing_sources(timekeeper, clock)
-    creds, pki = credentials(key_type), dev_pki(key_type)
-    service = TsaService(
-        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
-        serials=Serials(),
-        journal=None,
-        chain_pem=creds.chain_pem(),
-    )
-    client = await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+    client = await appliance_front(aiohttp_client, credentials(key_type))
+    pki = dev_pki(key_type)
 
     data, query, reply = tmp_path / "record.txt", tmp_path / "q.tsq", tmp_path / "r.tsr"
     data.write_bytes(DATA)
@@ -121,17 +126,8 @@ async def test_rfc3161_client_request_post_tsa_verifier_from_request(
     cert_req: bool,
     nonce: bool,
 ) -> None:
-    clock = VirtualClock()
-    timekeeper = Timekeeper(Policy(), clock=clock)
-    feed_agreeing_sources(timekeeper, clock)
-    creds, pki = credentials("ec-p256"), dev_pki("ec-p256")
-    service = TsaService(
-        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
-        serials=Serials(),
-        journal=None,
-        chain_pem=creds.chain_pem(),
-    )
-    client = await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+    client = await appliance_front(aiohttp_client, credentials("ec-p256"))
+    pki = dev_pki("ec-p256")
     request = (
         TimestampRequestBuilder()
         .data(DATA)
