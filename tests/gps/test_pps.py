@@ -95,8 +95,9 @@ int main(void) {
 def test_layout_and_number_match_the_kernel_headers(tmp_path: Path) -> None:
     cc = shutil.which("cc") or shutil.which("gcc")
     header = Path("/usr/include/linux/pps.h")
-    if cc is None or not header.exists():
-        pytest.skip("needs a C compiler and linux-libc-dev (linux/pps.h)")
+    # `make system-deps` installs both (gcc, linux-libc-dev): their absence is a failure.
+    assert cc is not None, "needs a C compiler (Debian package gcc: make system-deps)"
+    assert header.exists(), "needs linux/pps.h (Debian package linux-libc-dev: make system-deps)"
     src = tmp_path / "probe.c"
     src.write_text(C_PROBE)
     exe = tmp_path / "probe"
