@@ -103,19 +103,30 @@ class ApplianceConfig:
         return config
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:3180`` for IPv6) → (host, port)."""
+def parse_host_port(text: str, *, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT``, or, with a ``default_port``, a bare ``HOST`` or IPv6
+    address (``2001:db8::1``, ``::1``) → (host, port)."""
+    bare_ipv6 = text.count(":") > 1 and not text.startswith("[")
+    if default_port is not None and (":" not in text or bare_ipv6):
+        if not text:
+            raise ConfigError("empty host")
+        return text, default_port
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
-        raise ConfigError(f"listen address {text!r}: expected HOST:PORT")
+        raise ConfigError(f"address {text!r}: expected HOST:PORT")
     host = host.removeprefix("[").removesuffix("]")
     try:
         port = int(port_text)
     except ValueError as e:
-        raise ConfigError(f"listen address {text!r}: port is not a number") from e
+        raise ConfigError(f"address {text!r}: port is not a number") from e
     if not 0 <= port <= 65535:
-        raise ConfigError(f"listen address {text!r}: port out of range")
+        raise ConfigError(f"address {text!r}: port out of range")
     return host, port
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """A listening address: ``HOST:PORT`` (``[::1]:3180`` for IPv6)."""
+    return parse_host_port(text)
 
 
 def _section(cls: type[Any], name: str, data: Any) -> Any:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +28,9 @@ from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition
 from appliance.timekeeper import Timekeeper
 from appliance.tsa.errors import FailInfo
+from appliance.tsa.journal import Issued
 from drivers.monotonic import NS_PER_S
+from drivers.sample import SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class TsaService:
     # token is signed from then on.
     valid_until_ns: int | None = None
     granted: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
 
 
 @dataclass(frozen=True)
@@ -119,19 +122,11 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
         raise web.HTTPMethodNotAllowed(request.method, ["POST"], text="POST a timestamp-query\n")
     if request.content_type != TSQ_CONTENT_TYPE:
         raise web.HTTPUnsupportedMediaType(text=f"expected Content-Type: {TSQ_CONTENT_TYPE}\n")
-    limit = request.app[CONFIG].max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise
+    body = await request.read()  # over client_max_size: aiohttp answers 413 itself
     service = request.app[TSA]
     timekeeper = request.app[TIMEKEEPER]
     if service.valid_until_ns is not None and time.time_ns() >= service.valid_until_ns:
-        service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
-        der = service.authority.reject(FailInfo.systemFailure, "the TSA certificate has expired")
-        return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
+        return _refuse(service, FailInfo.systemFailure, "the TSA certificate has expired")
     reply = service.authority.respond(body, time=timekeeper.token_time, serial=service.serials.next)
     if reply.granted:
         if service.journal is not None:
@@ -140,19 +135,21 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
             except Exception:
                 # The token is not handed out if it could not be logged durably.
                 log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
-                service.refused["systemFailure"] = service.refused.get("systemFailure", 0) + 1
-                der = service.authority.reject(FailInfo.systemFailure, "issuance log unavailable")
-                return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
+                return _refuse(service, FailInfo.systemFailure, "issuance log unavailable")
         service.granted += 1
     else:
-        name = reply.fail_info.name if reply.fail_info is not None else "rejected"
-        service.refused[name] = service.refused.get(name, 0) + 1
+        service.refused[reply.fail_info.name if reply.fail_info else "rejected"] += 1
     return web.Response(body=reply.der, content_type=TSR_CONTENT_TYPE)
 
 
-def _issued(reply: Any, state: str) -> Any:
-    from appliance.tsa.journal import Issued
+def _refuse(service: TsaService, fail_info: FailInfo, text: str) -> web.Response:
+    """A refusal the engine did not make itself (the server's own checks), counted."""
+    service.refused[fail_info.name] += 1
+    der = service.authority.reject(fail_info, text)
+    return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
 
+
+def _issued(reply: Any, state: str) -> Issued:
     return Issued(
         serial=reply.serial,
         gen_time_ns=reply.gen_time_ns,
@@ -233,7 +230,7 @@ def health_document(
 
 
 def _kind_of(name: str) -> str:
-    return next((k for k in ("gps", "pps", "ntp", "rtc") if name.startswith(k)), "unknown")
+    return next((k.value for k in SourceKind if name.startswith(k.value)), "unknown")
 
 
 def _seconds(ns: int | None) -> float | None:
@@ -401,6 +398,3 @@ async def post_faults(request: web.Request) -> web.Response:
 async def delete_faults(request: web.Request) -> web.Response:
     request.app[WORLD].clear_faults()
     return web.json_response(request.app[WORLD].faults_json())
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

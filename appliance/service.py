@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Policy
-from appliance.config import ApplianceConfig
+from appliance.config import ApplianceConfig, parse_host_port
 from appliance.timekeeper import Timekeeper
 from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns
@@ -116,7 +115,12 @@ def build_sources(config: ApplianceConfig) -> Sources:
             GpsConfig(device=config.gps.device, baudrate=config.gps.baudrate, **gps_overrides)
         )
     if config.ntp.servers:
-        servers = tuple(_ntp_server(text, NtpServerConfig) for text in config.ntp.servers)
+        servers = tuple(
+            NtpServerConfig(host=host, port=port)
+            for host, port in (
+                parse_host_port(text, default_port=123) for text in config.ntp.servers
+            )
+        )
         sources.ntp = NtpClient(
             NtpConfig(
                 servers=servers,
@@ -134,13 +138,6 @@ def build_sources(config: ApplianceConfig) -> Sources:
     if config.gps.pps_device:
         sources.pps = _open_pps(config.gps.pps_device, sources)
     return sources
-
-
-def _ntp_server(text: str, server_config: Any) -> Any:
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and "]" not in port:
-        return server_config(host=host.strip("[]"), port=int(port))
-    return server_config(host=text)
 
 
 def _open_pps(device: str, sources: Sources) -> PpsReceiver | None:
@@ -314,7 +311,8 @@ class Appliance:
 
         rtc = self.sources.rtc
         assert rtc is not None
-        action = self.timekeeper.with_ensemble(lambda e, now: e.rtc_action(now))
+        ensemble = self.timekeeper.ensemble
+        action = ensemble.rtc_action(self.timekeeper.now_ns())
         if not isinstance(action, RtcAction):
             return
         residual_s = rtc.set_time(action.utc_at)
@@ -323,9 +321,7 @@ class Appliance:
             log.error("rtc0: set, but reads back untrusted: %s", check.reason)
             return
         try:
-            self.timekeeper.with_ensemble(
-                lambda e, _now: e.rtc_was_set(check.mono_ns, check.utc_ns, check.error_ns)
-            )
+            ensemble.rtc_was_set(check.mono_ns, check.utc_ns, check.error_ns)
         except Exception as e:  # the clock lost its quorum meanwhile: try again later
             log.warning("rtc0: set, but not adopted as disciplined: %s", e)
             return
@@ -333,19 +329,4 @@ class Appliance:
         log.info("rtc0: set from the consensus (residual %.1f ms)", residual_s * 1e3)
 
 
-@contextmanager
-def running(config: ApplianceConfig) -> Iterator[Appliance]:
-    appliance = Appliance.from_config(config)
-    appliance.start()
-    try:
-        yield appliance
-    finally:
-        appliance.stop()
-
-
-def data_dir_ready(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-__all__ = ["Appliance", "Sources", "build_sources", "policy_for", "running"]
+__all__ = ["Appliance", "Sources", "build_sources", "policy_for"]

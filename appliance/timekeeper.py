@@ -1,8 +1,9 @@
-"""The thread-safe owner of the clock ensemble.
+"""The appliance's shell around the clock ensemble: the one place where "now" is read.
 
 Driver threads hand their samples in, the HTTP server asks for assessments and for the
-time of each token. The ensemble itself is pure and single-threaded; this shell adds a lock
-and reads the raw monotonic clock, the one place where "now" is taken for the clock.
+time of each token. The ensemble is pure and locks itself; this shell reads the raw
+monotonic clock, counts samples, logs the clock's state changes for operators and turns
+the clock's refusal into the TSA's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from appliance.clock import Assessment, ClockState, Ensemble, Issue, Policy, TimeNotAvailable
+from appliance.clock import Assessment, ClockState, Ensemble, Policy, TimeNotAvailable
+from appliance.tsa.errors import TimeNotAvailable as TsaTimeNotAvailable
 from drivers.monotonic import mono_ns as _mono_ns
 from drivers.monotonic import realtime_ns as _realtime_ns
 from drivers.sample import TimeSample
@@ -24,29 +26,25 @@ log = logging.getLogger(__name__)
 class Counters:
     samples: int
     untrusted: int
-    issued: int
-    refused: int
 
 
 class Timekeeper:
     """Feeds samples to the ensemble and answers for "now", safely across threads."""
 
     def __init__(self, policy: Policy, *, clock: Callable[[], int] = _mono_ns) -> None:
-        self._ensemble = Ensemble(policy)
-        self._lock = threading.Lock()
+        self.ensemble = Ensemble(policy)  # thread-safe on its own
         self._clock = clock
+        self._lock = threading.Lock()  # for the counters and the last logged state
         self._last_state: ClockState | None = None
         self._samples = 0
         self._untrusted = 0
-        self._issued = 0
-        self._refused = 0
         self.last_issue_state = ""  # the ensemble state of the last time handed to the TSA
         # What the drivers see that samples do not say, by source name (set by the service).
         self.driver_notes: Callable[[], Mapping[str, str]] = dict
 
     @property
     def policy(self) -> Policy:
-        return self._ensemble.policy
+        return self.ensemble.policy
 
     def now_ns(self) -> int:
         return self._clock()
@@ -56,35 +54,24 @@ class Timekeeper:
         return self._clock(), _realtime_ns()
 
     def add(self, sample: TimeSample) -> None:
+        self.ensemble.add(sample)
         with self._lock:
-            self._ensemble.add(sample)
             self._samples += 1
             if not sample.trusted:
                 self._untrusted += 1
 
     def assess(self, mono_ns: int | None = None) -> Assessment:
-        with self._lock:
-            assessment = self._ensemble.assess(self._clock() if mono_ns is None else mono_ns)
-            self._note_state(assessment)
-            return assessment
-
-    def issue(self) -> Issue:
-        """The time for one token: raises ``TimeNotAvailable`` when it cannot be proven."""
-        with self._lock:
-            try:
-                issue = self._ensemble.issue(self._clock())
-            except TimeNotAvailable:
-                self._refused += 1
-                raise
-            self._issued += 1
-            return issue
+        assessment = self.ensemble.assess(self._clock() if mono_ns is None else mono_ns)
+        self._note_state(assessment)
+        return assessment
 
     def token_time(self) -> tuple[int, int]:
-        """(utc_ns, bound_ns) for the TSA engine; raises the TSA's ``TimeNotAvailable``."""
-        from appliance.tsa.errors import TimeNotAvailable as TsaTimeNotAvailable
+        """(utc_ns, bound_ns) for one token; raises the TSA's ``TimeNotAvailable``.
 
+        Called on the event loop's thread only, once per token: no lock of its own.
+        """
         try:
-            issue = self.issue()
+            issue = self.ensemble.issue(self._clock())
         except TimeNotAvailable as e:
             raise TsaTimeNotAvailable(str(e)) from e
         self.last_issue_state = issue.state.value
@@ -92,17 +79,13 @@ class Timekeeper:
 
     def counters(self) -> Counters:
         with self._lock:
-            return Counters(self._samples, self._untrusted, self._issued, self._refused)
-
-    def with_ensemble(self, fn: Callable[[Ensemble, int], object]) -> object:
-        """Run ``fn(ensemble, now)`` under the lock (for the RTC discipline loop)."""
-        with self._lock:
-            return fn(self._ensemble, self._clock())
+            return Counters(self._samples, self._untrusted)
 
     def _note_state(self, assessment: Assessment) -> None:
-        if assessment.state is self._last_state:
-            return
-        previous, self._last_state = self._last_state, assessment.state
+        with self._lock:
+            if assessment.state is self._last_state:
+                return
+            previous, self._last_state = self._last_state, assessment.state
         if previous is None:
             log.info("clock: %s%s", assessment.state.value, _why(assessment))
         elif assessment.issuing:

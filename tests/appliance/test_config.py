@@ -98,3 +98,15 @@ def test_an_unreadable_leap_second_list_is_not_fatal(tmp_path: Path) -> None:
 
     config = load_config(write(tmp_path, '[clock]\nleap_seconds_file = "/nonexistent/list"\n'))
     assert policy_for(config).leap_seconds == ()
+
+
+def test_ntp_server_addresses_with_and_without_a_port() -> None:
+    from appliance.config import parse_host_port
+
+    assert parse_host_port("pool.example", default_port=123) == ("pool.example", 123)
+    assert parse_host_port("10.0.0.1:1123", default_port=123) == ("10.0.0.1", 1123)
+    assert parse_host_port("2001:db8::1", default_port=123) == ("2001:db8::1", 123)
+    assert parse_host_port("::1", default_port=123) == ("::1", 123)
+    assert parse_host_port("[::1]:1123", default_port=123) == ("::1", 1123)
+    with pytest.raises(ConfigError):
+        parse_host_port("host:port", default_port=123)
