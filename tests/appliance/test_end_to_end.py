@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,44 @@ pytestmark = pytest.mark.slow
 TSQ = {"Content-Type": "application/timestamp-query"}
 
 
-async def wait_for_health(
-    client: TestClient, *, status: int, deadline_s: float, state: str | None = None
-) -> dict[str, Any]:
-    """Poll /health until it answers ``status`` (and ``state``), or fail with the last one."""
+Health = dict[str, Any]
+
+
+async def poll_health(
+    client: TestClient, until: Callable[[int, Health], bool], *, deadline_s: float, what: str
+) -> Health:
+    """Poll /health until ``until(http_status, document)``, or fail with the last document."""
     end = time.monotonic() + deadline_s
-    doc: dict[str, Any] = {}
+    doc: Health = {}
     while time.monotonic() < end:
         resp = await client.get("/health")
         doc = await resp.json()
-        if resp.status == status and (state is None or doc["state"] == state):
+        if until(resp.status, doc):
             return doc
         await asyncio.sleep(0.5)
-    pytest.fail(f"/health never answered {status} {state or ''} in {deadline_s} s; last: {doc}")
+    pytest.fail(f"/health never showed {what} in {deadline_s} s; last: {doc}")
+
+
+async def wait_for_health(
+    client: TestClient, *, status: int, deadline_s: float, state: str | None = None
+) -> Health:
+    return await poll_health(
+        client,
+        lambda code, doc: code == status and state in (None, doc["state"]),
+        deadline_s=deadline_s,
+        what=f"HTTP {status} {state or ''}",
+    )
+
+
+async def wait_for_source(
+    client: TestClient, prefix: str, status: str, deadline_s: float
+) -> Health:
+    return await poll_health(
+        client,
+        lambda _, doc: source(doc, prefix)["status"] == status,
+        deadline_s=deadline_s,
+        what=f"{prefix} {status}",
+    )
 
 
 def source(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -79,11 +105,7 @@ async def test_faults_in_health_out_and_tokens_refused_then_resumed(
     assert await cli("status", "--url", url) == 0
 
     # Once synchronised, the DS3231 is set from the consensus and becomes evidence itself.
-    end = time.monotonic() + 30
-    while source(doc, "rtc")["status"] != "selected" and time.monotonic() < end:
-        await asyncio.sleep(0.5)
-        doc = await (await client.get("/health")).json()
-    assert source(doc, "rtc")["status"] == "selected", source(doc, "rtc")
+    doc = await wait_for_source(client, "rtc", "selected", 30)
     assert abs(source(doc, "rtc")["offset_s"]) <= doc["bound_s"]
 
     # A file stamped and verified with the command-line tools, against this appliance.
@@ -118,13 +140,7 @@ async def test_faults_in_health_out_and_tokens_refused_then_resumed(
 
     # The GPS loses its fix and the RTC its power: both are named, with the reason.
     await client.post("/sim/faults", json={"rtc": {"lost_power": True}, "gps": {"fix": False}})
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        if source(doc, "gps")["status"] == "untrusted":
-            break
-        await asyncio.sleep(0.5)
-    assert source(doc, "gps")["status"] == "untrusted", doc
+    doc = await wait_for_source(client, "gps", "untrusted", 30)
     assert "fix" in source(doc, "gps")["reason"]
     # NTP alone is no quorum: the clock coasts in holdover, its bound still within 1 s.
     assert doc["state"] == "holdover" and doc["issuing"] is True and doc["bound_s"] < 1.0
@@ -138,19 +154,6 @@ async def test_unknown_fault_is_refused_and_nothing_changes(appliance: TestClien
     assert resp.status == 400
     assert "unknown fault 'offset'" in (await resp.json())["error"]
     assert await (await appliance.get("/sim/faults")).json() == {"gps": {}, "ntp": {}, "rtc": {}}
-
-
-async def wait_for_source(
-    client: TestClient, prefix: str, status: str, deadline_s: float
-) -> dict[str, Any]:
-    end = time.monotonic() + deadline_s
-    doc: dict[str, Any] = {}
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        if source(doc, prefix)["status"] == status:
-            return doc
-        await asyncio.sleep(0.5)
-    pytest.fail(f"{prefix} never became {status} in {deadline_s} s; last: {doc}")
 
 
 @pytest.mark.timeout(240)
@@ -178,12 +181,9 @@ async def test_a_lone_liar_is_named_and_outvoted(appliance: TestClient) -> None:
     # A Kiss-o'-Death DENY stops the driver asking that server (RFC 5905 §7.4): no more
     # samples, so only the driver can say why; /health shows it beside the clock's status.
     await client.post("/sim/faults", json={"ntp": {"kod": "DENY"}})
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        if source(doc, "ntp")["driver"]:
-            break
-        await asyncio.sleep(0.5)
+    doc = await poll_health(
+        client, lambda _, d: bool(source(d, "ntp")["driver"]), deadline_s=30, what="ntp note"
+    )
     assert "access denied" in source(doc, "ntp")["driver"]
     assert "no longer asked" in source(doc, "ntp")["driver"]
     await client.delete("/sim/faults")
@@ -199,22 +199,22 @@ async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> No
     await wait_for_health(client, status=200, deadline_s=60)
     world = client.server.app[WORLD]
     world.gps.unplug()  # type: ignore[attr-defined]
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        if source(doc, "gps")["driver"]:
-            break
-        await asyncio.sleep(0.5)
+    doc = await poll_health(
+        client, lambda _, d: bool(source(d, "gps")["driver"]), deadline_s=30, what="gps note"
+    )
     assert "not open" in source(doc, "gps")["driver"]
     world.gps.replug()  # type: ignore[attr-defined]
-    end = time.monotonic() + 60  # the driver's back-off is at most 30 s
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        gps = source(doc, "gps")
-        if gps["driver"] is None and gps["age_s"] < 2 and gps["status"] == "selected":
-            break
-        await asyncio.sleep(0.5)
-    assert source(doc, "gps")["driver"] is None, source(doc, "gps")
+    doc = await poll_health(  # the driver's back-off is at most 30 s
+        client,
+        lambda _, d: (
+            source(d, "gps")["driver"] is None
+            and source(d, "gps")["status"] == "selected"
+            and source(d, "gps")["age_s"] < 2
+        ),
+        deadline_s=60,
+        what="gps read again, fresh, without a note",
+    )
+    assert source(doc, "gps")["driver"] is None
     assert source(doc, "gps")["status"] == "selected" and source(doc, "gps")["age_s"] < 2
 
 
@@ -239,13 +239,16 @@ async def test_no_quorum_from_the_start_then_tokens_when_the_sources_recover(
     client = await aiohttp_client(build_app(config, appliance=appliance))
 
     # Both sources are heard (their samples arrive, untrusted) and the clock still refuses.
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        doc = await (await client.get("/health")).json()
-        statuses = {s["name"]: s["status"] for s in doc["sources"]}
-        if statuses.get("gps0") == "untrusted" and statuses.get("ntp:sim") == "unsynchronised":
-            break
-        await asyncio.sleep(0.5)
+    doc = await poll_health(
+        client,
+        lambda _, d: (
+            {s["name"]: s["status"] for s in d["sources"]}.items()
+            >= {("gps0", "untrusted"), ("ntp:sim", "unsynchronised")}
+        ),
+        deadline_s=30,
+        what="gps0 untrusted and ntp:sim unsynchronised",
+    )
+    statuses = {s["name"]: s["status"] for s in doc["sources"]}
     assert statuses.get("gps0") == "untrusted" and statuses.get("ntp:sim") == "unsynchronised"
     assert doc["issuing"] is False and doc["state"] == "starting"
     refused = await post_query(client, b"no quorum")
