@@ -9,7 +9,6 @@ by rfc3161-client itself, verified with ``VerifierBuilder.from_request``.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,17 +31,9 @@ from appliance.tsa import TimeStampAuthority
 from appliance.tsa.request import parse_request
 from tests.appliance.conftest import VirtualClock, feed_agreeing_sources
 from tests.tsa.conftest import POLICY_OID
+from tests.tsa.test_interop import Counter, openssl_query, openssl_verify
 
 DATA = b"roll call 2026-11-28 09:00, establishment 0750001A, signed by teacher T-017\n"
-
-
-class Serials:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def next(self) -> int:
-        self.n += 1
-        return self.n
 
 
 async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
@@ -52,15 +43,11 @@ async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
     feed_agreeing_sources(timekeeper, clock)
     service = TsaService(
         authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
-        serials=Serials(),
+        serials=Counter(),
         journal=None,
         chain_pem=creds.chain_pem(),
     )
     return await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
@@ -83,25 +70,14 @@ async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
 
     data, query, reply = tmp_path / "record.txt", tmp_path / "q.tsq", tmp_path / "r.tsr"
     data.write_bytes(DATA)
-    made = run(
-        openssl, "ts", "-query", "-data", data, f"-{hash_name}", "-out", query,
-        *(["-cert"] if cert_req else []), *([] if nonce else ["-no_nonce"]),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    openssl_query(openssl, data, query, hash_name=hash_name, cert_req=cert_req, nonce=nonce)
     resp = await client.post(
         "/tsa", data=query.read_bytes(), headers={"Content-Type": "application/timestamp-query"}
     )
     assert resp.status == 200 and resp.content_type == "application/timestamp-reply"
     reply.write_bytes(await resp.read())
 
-    untrusted = [] if cert_req else ["-untrusted", pki.tsa_cert]
-    for source in (["-queryfile", query], ["-data", data]):
-        verified = run(
-            openssl, "ts", "-verify", *source, "-in", reply, "-CAfile", pki.ca_cert, *untrusted
-        )
-        assert verified.returncode == 0 and "Verification: OK" in verified.stdout, (
-            verified.stdout + verified.stderr
-        )
+    openssl_verify(openssl, pki, query, reply, data, cert_req=cert_req)
 
     # rfc3161-client on the same reply, told the nonce the openssl request carried.
     sent = parse_request(query.read_bytes())

@@ -47,12 +47,42 @@ class Counter:
         self.n += 1
         return self.n
 
+    def next(self) -> int:  # the SerialAllocator interface the HTTP front calls
+        return self()
+
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("interop") / "record.bin"
     path.write_bytes(DATA)
     return path
+
+
+def openssl_query(
+    openssl: str, data_file: Path, query: Path, *, hash_name: str, cert_req: bool, nonce: bool
+) -> None:
+    """``openssl ts -query`` for ``data_file`` into ``query``."""
+    args = [openssl, "ts", "-query", "-data", str(data_file), f"-{hash_name}", "-out", str(query)]
+    args += ["-cert"] if cert_req else []
+    args += [] if nonce else ["-no_nonce"]
+    made = run(*args)
+    assert made.returncode == 0, made.stderr
+
+
+def openssl_verify(
+    openssl: str, pki: DevPki, query: Path, reply: Path, data_file: Path, *, cert_req: bool
+) -> None:
+    """``openssl ts -verify`` of ``reply``, once against the query, once against the data."""
+    # without certReq the token carries no certificate: the verifier gets it out of band
+    untrusted = [] if cert_req else ["-untrusted", str(pki.tsa_cert)]
+    for source in (["-queryfile", str(query)], ["-data", str(data_file)]):
+        verified = run(
+            openssl, "ts", "-verify", *source, "-in", str(reply),
+            "-CAfile", str(pki.ca_cert), *untrusted,
+        )  # fmt: skip
+        assert verified.returncode == 0 and "Verification: OK" in verified.stdout, (
+            verified.stdout + verified.stderr
+        )
 
 
 def openssl_round_trip(
@@ -67,25 +97,12 @@ def openssl_round_trip(
     nonce: bool,
 ) -> bytes:
     query, reply_path = work / "q.tsq", work / "r.tsr"
-    args = [openssl, "ts", "-query", "-data", str(data_file), f"-{hash_name}", "-out", str(query)]
-    args += ["-cert"] if cert_req else []
-    args += [] if nonce else ["-no_nonce"]
-    made = run(*args)
-    assert made.returncode == 0, made.stderr
+    openssl_query(openssl, data_file, query, hash_name=hash_name, cert_req=cert_req, nonce=nonce)
     tsa = TimeStampAuthority(creds, policy_oid=POLICY_OID)
     reply = tsa.respond(query.read_bytes(), time=now_reading, serial=Counter())
     assert reply.granted, reply.status_text
     reply_path.write_bytes(reply.der)
-    # without certReq the token carries no certificate: the verifier gets it out of band
-    untrusted = [] if cert_req else ["-untrusted", str(pki.tsa_cert)]
-    for source in (["-queryfile", str(query)], ["-data", str(data_file)]):
-        verified = run(
-            openssl, "ts", "-verify", *source, "-in", str(reply_path),
-            "-CAfile", str(pki.ca_cert), *untrusted,
-        )  # fmt: skip
-        assert verified.returncode == 0 and "Verification: OK" in verified.stdout, (
-            verified.stdout + verified.stderr
-        )
+    openssl_verify(openssl, pki, query, reply_path, data_file, cert_req=cert_req)
     return reply.der
 
 
