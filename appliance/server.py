@@ -52,6 +52,37 @@ class TsaService:
     valid_until_ns: int | None = None
     granted: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
+    # The time of each token: (utc_ns, bound_ns) or the TSA's TimeNotAvailable.
+    token_time: Callable[[], tuple[int, int]] | None = None
+    issue_state: Callable[[], str] = str  # the clock's state behind the last token_time
+
+    async def answer(self, body: bytes) -> bytes:
+        """The DER ``TimeStampResp`` for one request body. Never raises.
+
+        Shared by the aiohttp route and the fast lane (``appliance.fastlane``): a token
+        leaves only once its record is durable in the issuance log.
+        """
+        assert self.token_time is not None, "TsaService.token_time is not wired"
+        if self.valid_until_ns is not None and time.time_ns() >= self.valid_until_ns:
+            return self._refuse(FailInfo.systemFailure, "the TSA certificate has expired")
+        reply = self.authority.respond(body, time=self.token_time, serial=self.serials.next)
+        if not reply.granted:
+            self.refused[reply.fail_info.name if reply.fail_info else "rejected"] += 1
+            return bytes(reply.der)
+        if self.journal is not None:
+            try:
+                await self.journal.append_async(_issued(reply, self.issue_state()))
+            except Exception:
+                # The token is not handed out if it could not be logged durably.
+                log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
+                return self._refuse(FailInfo.systemFailure, "issuance log unavailable")
+        self.granted += 1
+        return bytes(reply.der)
+
+    def _refuse(self, fail_info: FailInfo, text: str) -> bytes:
+        """A refusal the engine did not make itself (the service's own checks), counted."""
+        self.refused[fail_info.name] += 1
+        return bytes(self.authority.reject(fail_info, text))
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,9 @@ def create_app(
     app[TIMEKEEPER] = timekeeper
     app[STARTED] = time.monotonic()
     if tsa is not None:
+        if tsa.token_time is None:
+            tsa.token_time = timekeeper.token_time
+            tsa.issue_state = lambda: timekeeper.last_issue_state
         app[TSA] = tsa
         app.router.add_route("*", "/tsa", tsa_endpoint)
         app.router.add_get("/tsa/certs", tsa_certs)
@@ -123,29 +157,7 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
     if request.content_type != TSQ_CONTENT_TYPE:
         raise web.HTTPUnsupportedMediaType(text=f"expected Content-Type: {TSQ_CONTENT_TYPE}\n")
     body = await request.read()  # over client_max_size: aiohttp answers 413 itself
-    service = request.app[TSA]
-    timekeeper = request.app[TIMEKEEPER]
-    if service.valid_until_ns is not None and time.time_ns() >= service.valid_until_ns:
-        return _refuse(service, FailInfo.systemFailure, "the TSA certificate has expired")
-    reply = service.authority.respond(body, time=timekeeper.token_time, serial=service.serials.next)
-    if reply.granted:
-        if service.journal is not None:
-            try:
-                await service.journal.append_async(_issued(reply, timekeeper.last_issue_state))
-            except Exception:
-                # The token is not handed out if it could not be logged durably.
-                log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
-                return _refuse(service, FailInfo.systemFailure, "issuance log unavailable")
-        service.granted += 1
-    else:
-        service.refused[reply.fail_info.name if reply.fail_info else "rejected"] += 1
-    return web.Response(body=reply.der, content_type=TSR_CONTENT_TYPE)
-
-
-def _refuse(service: TsaService, fail_info: FailInfo, text: str) -> web.Response:
-    """A refusal the engine did not make itself (the server's own checks), counted."""
-    service.refused[fail_info.name] += 1
-    der = service.authority.reject(fail_info, text)
+    der = await request.app[TSA].answer(body)
     return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +33,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from appliance.bootstrap import StartupError, build_app
     from appliance.config import ConfigError, load_config
 
@@ -49,22 +48,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StartupError) as e:
         print(f"horodate appliance: {e}", file=sys.stderr)
         return 1
-    log.info(
-        "listening on http://%s:%d (%s hardware)",
-        config.listen_host,
-        config.listen_port,
-        "simulated" if config.simulate else "real",
-    )
-    _fast_event_loop()
+    from appliance.serving import bind_public, serve_forever
+
     try:
-        web.run_app(
-            app,
-            host=config.listen_host,
-            port=config.listen_port,
-            print=None,
-            access_log=None,
-            handle_signals=True,
-        )
+        public = bind_public(config.listen_host, config.listen_port)
     except OSError as e:
         print(
             f"horodate appliance: cannot listen on {config.listen_host}:{config.listen_port}: "
@@ -72,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    log.info(
+        "listening on http://%s:%d (%s hardware)",
+        config.listen_host,
+        config.listen_port,
+        "simulated" if config.simulate else "real",
+    )
+    _fast_event_loop()
+    asyncio.run(serve_forever(app, public))
     return 0
 
 

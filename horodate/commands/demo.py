@@ -92,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from aiohttp import ClientSession, web
+    from aiohttp import ClientSession
 
     from appliance.bootstrap import build_app
     from appliance.config import ApplianceConfig, ConfigError, parse_listen
+    from appliance.serving import bind_public, listening
 
     out = Narrator()
     try:
@@ -109,20 +110,20 @@ async def _demo(args: argparse.Namespace) -> int:
 
     out.say("starting simulated hardware: GPS → pty, NTP → loopback UDP, DS3231 → I2C model")
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    url = f"http://{bound[0]}:{bound[1]}"
-    out.say(f"appliance listening on {url}  (try: horodate status --url {url})")
+    try:
+        public = bind_public(host, port)
+    except OSError as e:
+        print(f"horodate demo: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 1
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     stats = {"granted": 0, "refused": 0}
     try:
-        async with ClientSession() as http:
+        async with listening(app, public) as where, ClientSession() as http:
+            url = f"http://{where.host}:{where.port}"
+            out.say(f"appliance listening on {url}  (try: horodate status --url {url})")
             await _story(out, http, url, data_dir, deadline, args.no_faults, stats)
     finally:
-        await runner.cleanup()
+        public.close()
         out.say(
             f"stopped: {stats['granted']} tokens granted, {stats['refused']} refused"
             + ("" if temporary else f"; keys and issuance log kept in {data_dir}")

@@ -1,0 +1,344 @@
+"""The fast lane: ``POST /tsa`` in its plain form, answered without the web framework.
+
+aiohttp costs about 100 µs of CPU per request here, as much as the token itself; a time-stamp
+request is one small, fixed shape. So the public socket is served by :class:`FastLane`, an
+``asyncio.Protocol`` that frames requests itself and answers exactly one form:
+
+    POST /tsa HTTP/1.1, one Content-Length within the cap,
+    Content-Type: application/timestamp-query, no Transfer-Encoding, Expect or Upgrade
+
+Anything else — another path or method, HTTP/1.0, a chunked body, a header it does not
+understand, a head over 8 KiB, a control character — is never half-answered: from that
+request on, the connection's bytes are passed through untouched to the aiohttp
+application listening on a private Unix socket (:class:`_Bridge`), which serves every
+route with aiohttp's full HTTP semantics (and its 413/415/405 answers). The lane only
+decides at a request boundary, with nothing of its own in flight, so replies keep their
+order.
+
+Requests on one connection are answered one at a time, in order (pipelining is allowed).
+An idle keep-alive connection is closed after ``idle_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, cast
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES: Final = 8192
+REQUEST_LINE: Final = b"POST /tsa HTTP/1.1\r\n"
+QUERY_TYPE: Final = b"application/timestamp-query"
+REPLY_TYPE: Final = b"application/timestamp-reply"
+_END: Final = b"\r\n\r\n"
+# A control character other than HT anywhere in the head (bare LF and CR included).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+Answer = Callable[[bytes], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """One request the lane serves: the head's length, the body's, and Connection: close."""
+
+    head_len: int
+    body_len: int
+    close: bool
+
+
+NOT_OURS: Final = "not ours"
+
+
+def frame(buf: bytes | bytearray, max_body: int) -> Framed | str | None:
+    """Frame the request at the start of ``buf``.
+
+    Returns :class:`Framed` for a request the lane serves (its body may not be complete
+    yet), ``None`` while more bytes are needed to decide, or :data:`NOT_OURS`.
+    """
+    end = buf.find(_END, 0, MAX_HEAD_BYTES + len(_END))
+    if end < 0:
+        prefix = bytes(buf[: len(REQUEST_LINE)])
+        if len(buf) > MAX_HEAD_BYTES or not REQUEST_LINE.startswith(prefix):
+            return NOT_OURS
+        return None
+    head = bytes(buf[: end + 2])  # the request line and the headers, each ending in CRLF
+    if not head.startswith(REQUEST_LINE) or _CONTROL.search(head.replace(b"\r\n", b"")):
+        return NOT_OURS
+    length: int | None = None
+    typed = close = False
+    for line in head[len(REQUEST_LINE) : -2].split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            return NOT_OURS  # no colon, whitespace before it, obsolete line folding
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > 9:
+                return NOT_OURS
+            length = int(value)
+        elif name == b"content-type":
+            if typed or value.lower() != QUERY_TYPE:
+                return NOT_OURS
+            typed = True
+        elif name == b"connection":
+            options = {o.strip(b" \t").lower() for o in value.split(b",")}
+            if not options <= {b"keep-alive", b"close"}:
+                return NOT_OURS
+            close = close or b"close" in options
+        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+            return NOT_OURS
+    if length is None or not typed or length > max_body:
+        return NOT_OURS
+    return Framed(head_len=end + len(_END), body_len=length, close=close)
+
+
+class _HttpDate:
+    """The Date header (RFC 9110 §6.6.1), formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+        return self._value
+
+
+_date = _HttpDate()
+
+
+def reply_head(body_len: int, *, close: bool) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nServer: Horodate\r\nDate: %s\r\nContent-Type: %s\r\n"
+        b"Content-Length: %d\r\n%s\r\n"
+        % (_date(), REPLY_TYPE, body_len, b"Connection: close\r\n" if close else b"")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LaneConfig:
+    max_body: int  # the TimeStampReq size cap; larger requests go to aiohttp (413)
+    backend: str  # Unix socket of the aiohttp application (a leading NUL: abstract)
+    idle_timeout_s: float = 75.0  # aiohttp's keep-alive default
+
+
+class FastLane(asyncio.Protocol):
+    """One client connection on the public socket."""
+
+    def __init__(self, answer: Answer, config: LaneConfig) -> None:
+        self._answer = answer
+        self._config = config
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._busy = False  # a request of ours is being answered
+        self._closing = False
+        self._bridge: _Bridge | None = None
+        self._last_active = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._last_active = self._loop.time()
+        self._idle = self._loop.call_later(self._config.idle_timeout_s, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self._bridge is not None:
+            self._bridge.to_backend(data)
+            return
+        self._last_active = self._loop.time()
+        self._buf += data
+        if not self._busy:
+            self._next()
+        elif len(self._buf) > MAX_HEAD_BYTES + self._config.max_body:
+            assert self._transport is not None
+            self._transport.pause_reading()  # a flood of pipelined requests: wait our turn
+
+    def eof_received(self) -> bool:
+        if self._bridge is not None:
+            self._bridge.client_eof()
+            return True  # half-close: the backend may still be answering
+        if self._busy:
+            self._closing = True  # answer what is in flight, then close
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._bridge is not None:
+            self._bridge.close()
+
+    def pause_writing(self) -> None:
+        if self._bridge is not None:
+            self._bridge.pause_backend()
+
+    def resume_writing(self) -> None:
+        if self._bridge is not None:
+            self._bridge.resume_backend()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Serve the request at the head of the buffer, if it is complete."""
+        transport = self._transport
+        if transport is None or self._closing or not self._buf:
+            return
+        framed = frame(self._buf, self._config.max_body)
+        if framed is None:
+            return
+        if not isinstance(framed, Framed):
+            self._hand_over()
+            return
+        end = framed.head_len + framed.body_len
+        if len(self._buf) < end:
+            return
+        body = bytes(self._buf[framed.head_len : end])
+        del self._buf[:end]
+        self._busy = True
+        task = self._loop.create_task(self._answer(body))
+        task.add_done_callback(lambda t: self._reply(t, framed.close))
+
+    def _reply(self, task: asyncio.Task[bytes], close: bool) -> None:
+        self._busy = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            der = task.result()
+        except Exception:
+            log.exception("tsa: the answer failed; closing the connection")
+            transport.write(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            transport.close()
+            return
+        transport.write(reply_head(len(der), close=close) + der)
+        self._last_active = self._loop.time()
+        if close or self._closing:
+            transport.close()
+            return
+        transport.resume_reading()
+        self._next()
+
+    def _hand_over(self) -> None:
+        """From this request on, the connection belongs to the aiohttp application."""
+        assert self._transport is not None
+        self._bridge = _Bridge(self._transport, self._config.backend)
+        data, self._buf = bytes(self._buf), bytearray()
+        self._bridge.to_backend(data)
+
+    def _check_idle(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._bridge is not None:
+            return  # a bridged connection follows the backend's keep-alive
+        idle = self._loop.time() - self._last_active
+        if idle >= self._config.idle_timeout_s and not self._busy:
+            transport.close()
+            return
+        self._idle = self._loop.call_later(
+            max(0.1, self._config.idle_timeout_s - idle), self._check_idle
+        )
+
+
+class _Bridge:
+    """Bytes both ways between a client connection and the aiohttp application."""
+
+    def __init__(self, client: asyncio.Transport, backend: str) -> None:
+        self._client = client
+        self._backend: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._eof = False
+        self._closed = False
+        self._task = asyncio.get_running_loop().create_task(self._connect(backend))
+
+    async def _connect(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, path)
+            transport, _ = await loop.create_unix_connection(
+                lambda: _BackendSide(self._client), sock=sock
+            )
+        except OSError as e:
+            sock.close()
+            log.error("http: the application socket is not answering: %s", e)
+            self._client.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            self._client.close()
+            return
+        if self._closed:
+            transport.close()
+            return
+        backend = self._backend = cast(asyncio.Transport, transport)
+        for data in self._pending:
+            backend.write(data)
+        self._pending.clear()
+        if self._eof and backend.can_write_eof():
+            backend.write_eof()
+
+    def to_backend(self, data: bytes) -> None:
+        if self._backend is None:
+            self._pending.append(data)
+        else:
+            self._backend.write(data)
+
+    def client_eof(self) -> None:
+        self._eof = True
+        if self._backend is not None and self._backend.can_write_eof():
+            self._backend.write_eof()
+
+    def pause_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.pause_reading()
+
+    def resume_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.resume_reading()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._backend is not None:
+            self._backend.close()
+
+
+class _BackendSide(asyncio.Protocol):
+    def __init__(self, client: asyncio.Transport) -> None:
+        self._client = client
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self._client.write(data)
+
+    def eof_received(self) -> bool:
+        self._client.close()  # after what is buffered has been written
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client.close()
+
+    def pause_writing(self) -> None:
+        self._client.pause_reading()  # the backend is slow: stop reading the client
+
+    def resume_writing(self) -> None:
+        self._client.resume_reading()

@@ -1,0 +1,107 @@
+"""How the appliance listens: the fast lane on the public address, aiohttp behind it.
+
+The aiohttp application (every route: ``/tsa``, ``/tsa/certs``, ``/health``, ``/metrics``,
+``/sim/faults``) listens on a private, abstract Unix socket; the public TCP socket is
+served by :class:`appliance.fastlane.FastLane`, which answers plain ``POST /tsa`` itself
+and passes every other request through to the application (ADR 0007).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from appliance.fastlane import Answer, FastLane, LaneConfig
+from appliance.server import CONFIG, TSA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Where a running appliance answers."""
+
+    host: str
+    port: int
+    backend: str  # the application's Unix socket (abstract: starts with NUL)
+
+
+def abstract_socket_name(role: str) -> str:
+    """A fresh name in Linux's abstract Unix socket namespace (no file to clean up)."""
+    return f"\0horodate-{role}-{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def bind_public(host: str, port: int) -> socket.socket:
+    """The public listening socket (``port`` 0: the kernel picks one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@asynccontextmanager
+async def listening(
+    app: web.Application, public: socket.socket, *, answer: Answer | None = None
+) -> AsyncIterator[Listening]:
+    """Run ``app`` behind a fast lane on ``public`` until the context exits.
+
+    ``answer`` is what the lane calls for each plain ``POST /tsa`` (default: the app's own
+    ``TsaService.answer``; without a TSA every request goes to the application).
+    """
+    loop = asyncio.get_running_loop()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()  # the app's startup: hardware, issuance log
+    server: asyncio.AbstractServer | None = None
+    backend_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        name = abstract_socket_name("app")
+        backend_sock.bind(name)
+        backend_sock.listen(128)
+        await web.SockSite(runner, backend_sock).start()
+        if answer is None and TSA in app:
+            answer = app[TSA].answer
+        config = LaneConfig(max_body=app[CONFIG].max_request_bytes, backend=name)
+        if answer is None:
+            config = LaneConfig(max_body=-1, backend=name)  # nothing is ours
+            answer = _no_answer
+        lane_answer = answer
+        server = await loop.create_server(lambda: FastLane(lane_answer, config), sock=public)
+        host, port = public.getsockname()[:2]
+        yield Listening(host=host, port=port, backend=name)
+    finally:
+        if server is not None:
+            server.close()
+        await runner.cleanup()  # the app's cleanup: hardware stopped, log closed
+        backend_sock.close()
+
+
+async def _no_answer(body: bytes) -> bytes:  # pragma: no cover - max_body -1 never frames
+    raise AssertionError("no TSA configured")
+
+
+async def serve_forever(app: web.Application, public: socket.socket) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with listening(app, public) as where:
+        log.info("serving http://%s:%d", where.host, where.port)
+        await stop.wait()
+        log.info("stopping")
