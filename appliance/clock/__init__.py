@@ -13,6 +13,7 @@ from .assessment import (
     RtcAction,
     SourceReport,
     SourceStatus,
+    Window,
 )
 from .ensemble import Ensemble
 from .errors import ClockError, PolicyError, TimeNotAvailable
@@ -32,5 +33,6 @@ __all__ = [
     "SourceReport",
     "SourceStatus",
     "TimeNotAvailable",
+    "Window",
     "parse_leap_seconds_list",
 ]

@@ -66,6 +66,16 @@ class Issue:
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """At raw-monotonic ``mono_ns``, UTC (POSIX ns) lies in ``[lo_ns, hi_ns]``."""
+
+    mono_ns: int
+    lo_ns: int
+    hi_ns: int
+    state: ClockState
+
+
+@dataclass(frozen=True, slots=True)
 class RtcAction:
     """Set the RTC from the consensus: ``utc_at`` maps a raw-monotonic instant to UTC.
 

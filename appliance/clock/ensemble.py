@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from drivers.sample import Leap, SourceKind, TimeSample
 
-from .assessment import Assessment, ClockState, Issue, RtcAction, SourceReport, SourceStatus
+from .assessment import Assessment, ClockState, Issue, RtcAction, SourceReport, SourceStatus, Window
 from .errors import ClockError, TimeNotAvailable
 from .interval import Evidence, SlopeRange
 from .latency import LatencySettings, NmeaLatency
@@ -576,30 +576,44 @@ class Ensemble:
         ``utc_ns`` never decreases from one call to the next (genTime, RFC 3161 §2.4.2).
         """
         with self._lock:
-            c = self._fresh(mono_ns)
-            a = c.assessment
-            if not a.issuing or c.combined is None:
-                raise TimeNotAvailable(a.reason or a.state.value, a.state.value)
-            ev = c.combined.at(mono_ns, c.slope)
-            lo = self._leaps.to_posix(mono_ns + ev.lo_ns)
-            hi = self._leaps.to_posix(mono_ns + ev.hi_ns)
-            leap = self._leaps.in_window(lo, hi, int(self._p.leap_window_s * NS_PER_S))
-            if leap is not None:
-                raise TimeNotAvailable(
-                    f"within {self._p.leap_window_s:g} s of the leap second at "
-                    f"{leap.at_posix_s} POSIX",
-                    ClockState.LEAP_WINDOW.value,
-                )
+            window = self._issuing_window(mono_ns)
+            lo, hi = window.lo_ns, window.hi_ns
             utc = (lo + hi) // 2
             if self._last_issued_ns is not None and utc < self._last_issued_ns:
                 utc = self._last_issued_ns  # never backwards; the bound covers the step
             bound = max(hi - utc, utc - lo)
             if bound > self._p.max_error_ns:
                 raise TimeNotAvailable(
-                    f"the bound ({_ms(bound)}) exceeds {self._p.max_error_s:g} s", a.state.value
+                    f"the bound ({_ms(bound)}) exceeds {self._p.max_error_s:g} s",
+                    window.state.value,
                 )
             self._last_issued_ns = utc
-            return Issue(utc, bound, a.state)
+            return Issue(utc, bound, window.state)
+
+    def window(self, mono_ns: int) -> Window:
+        """Where UTC lies at ``mono_ns`` while the clock issues, or ``TimeNotAvailable``.
+
+        What :meth:`issue` starts from, without its guard against going backwards: for
+        handing the time to another process (``appliance.workers``), which keeps its own.
+        """
+        with self._lock:
+            return self._issuing_window(mono_ns)
+
+    def _issuing_window(self, mono_ns: int) -> Window:
+        c = self._fresh(mono_ns)
+        a = c.assessment
+        if not a.issuing or c.combined is None:
+            raise TimeNotAvailable(a.reason or a.state.value, a.state.value)
+        ev = c.combined.at(mono_ns, c.slope)
+        lo = self._leaps.to_posix(mono_ns + ev.lo_ns)
+        hi = self._leaps.to_posix(mono_ns + ev.hi_ns)
+        leap = self._leaps.in_window(lo, hi, int(self._p.leap_window_s * NS_PER_S))
+        if leap is not None:
+            raise TimeNotAvailable(
+                f"within {self._p.leap_window_s:g} s of the leap second at {leap.at_posix_s} POSIX",
+                ClockState.LEAP_WINDOW.value,
+            )
+        return Window(mono_ns, lo, hi, a.state)
 
     # ------------------------------------------------------------------ the RTC
 
