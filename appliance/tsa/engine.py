@@ -19,6 +19,7 @@ import logging
 import threading
 import time as _time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # appliance.keys imports appliance.tsa.errors
 
 __all__ = [
     "MAX_SERIAL_BITS",
+    "GenTimeFloor",
     "Reply",
     "TimeStampAuthority",
     "gen_time_unit_ns",
@@ -197,6 +199,19 @@ def _signer_for(creds: TsaCredentials) -> _Signer:
 SELF_CHECK_EVERY_ECDSA = 16
 
 
+class GenTimeFloor:
+    """The latest genTime issued (POSIX ns), read and raised under ``lock``.
+
+    genTime never goes backwards across the tokens of one TSA (RFC 3161 §2.4.2): every
+    engine signing for it must share one floor. This one lives in the engine's process;
+    ``appliance.workers.SharedGenTimeFloor`` lives in shared memory.
+    """
+
+    def __init__(self) -> None:
+        self.lock: AbstractContextManager[Any] = threading.Lock()
+        self.value = 0
+
+
 class TimeStampAuthority:
     """The RFC 3161 engine: request DER in, response DER out. Pure: time and serial numbers
     come from the callables passed to :meth:`respond`; it never opens a file or socket."""
@@ -210,8 +225,12 @@ class TimeStampAuthority:
         self_check: bool = True,
         self_check_every: int | None = None,
         max_accuracy_us: int | None = None,
+        gen_floor: GenTimeFloor | None = None,
     ) -> None:
-        """``max_accuracy_us``: the largest accuracy a token may state (the policy's maximum
+        """``gen_floor``: the latest genTime issued, shared by every engine that signs for
+        this TSA (the worker processes share one in memory); by default this engine's own.
+
+        ``max_accuracy_us``: the largest accuracy a token may state (the policy's maximum
         error, e.g. 1 s for ETSI EN 319 421). genTime's resolution is narrowed so the stated
         accuracy stays within it; when it cannot, the answer is timeNotAvailable."""
         if max_accuracy_us is not None and max_accuracy_us < 2:
@@ -230,7 +249,7 @@ class TimeStampAuthority:
         self.tokens_issued = 0
         self.self_checks = 0
         self.self_check_failures = 0
-        self._last_gen_ns = 0
+        self._floor = gen_floor or GenTimeFloor()
         self._lock = threading.Lock()
         self._sec_cache: tuple[int, bytes] = (-1, b"")  # genTime seconds -> its text
         self._accuracy_cache: tuple[int, bytes] = (-1, b"")  # accuracy_us -> its DER
@@ -367,10 +386,11 @@ class TimeStampAuthority:
             while unit_ns > _NS_PER_US and unit_ns > room_ns:
                 unit_ns //= 10
         # Truncating to the unit adds up to one unit of error, which the accuracy includes.
-        with self._lock:
+        floor = self._floor
+        with self._lock, floor.lock:
             # genTime never goes backwards, even when the resolution gets coarser or the
             # ensemble's estimate steps back; then genTime is later than utc_ns.
-            gen_ns = max(utc_ns - utc_ns % unit_ns, self._last_gen_ns)
+            gen_ns = max(utc_ns - utc_ns % unit_ns, floor.value)
             if max_us is not None:
                 stated_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
                 if stated_us > max_us:
@@ -379,7 +399,7 @@ class TimeStampAuthority:
                         f"accuracy {stated_us / 1e6:g} s would exceed the policy's "
                         f"{max_us / 1e6:g} s",
                     )
-            self._last_gen_ns = gen_ns
+            floor.value = gen_ns
             serial_no = serial()
             if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:
                 log.error("serial allocator returned an invalid serial %r", serial_no)
