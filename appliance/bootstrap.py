@@ -14,12 +14,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from appliance.config import ApplianceConfig
 from appliance.server import ServerConfig, TsaService, create_app
 from appliance.service import Appliance
+
+if TYPE_CHECKING:
+    from appliance.tsa.engine import GenTimeFloor
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,19 @@ def ensure_dev_keys(config: ApplianceConfig) -> KeyPaths:
     return KeyPaths(key=pki.tsa_key, cert=pki.tsa_cert, chain=pki.chain)
 
 
-def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
+def build_tsa(
+    config: ApplianceConfig,
+    paths: KeyPaths,
+    *,
+    instance: str = "",
+    gen_floor: GenTimeFloor | None = None,
+) -> TsaService:
+    """The RFC 3161 service: engine, serial numbers, issuance log.
+
+    ``instance`` names a worker process's own serial state and issuance log
+    (``serials-w1.state``, ``issued-w1.log``); ``gen_floor`` is the genTime floor shared by
+    every process that signs (ADR 0007).
+    """
     from appliance.keys import CredentialsError, days_to_expiry, expiry_warning, load_credentials
     from appliance.tsa import TimeStampAuthority
     from appliance.tsa.journal import IssuanceLog
@@ -83,9 +99,10 @@ def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
         policy_oid=config.tsa.policy_oid,
         accepted_policies=frozenset(config.tsa.accepted_policies),
         max_accuracy_us=round(config.clock.max_error_s * 1_000_000),
+        gen_floor=gen_floor,
     )
-    serial_path = config.data_dir / SERIAL_STATE
-    log_path = config.data_dir / ISSUANCE_LOG
+    serial_path = config.data_dir / instance_file(SERIAL_STATE, instance)
+    log_path = config.data_dir / instance_file(ISSUANCE_LOG, instance)
     first_start = not serial_path.exists() and not log_path.exists()
     if not first_start and not serial_path.exists():
         raise StartupError(
@@ -107,14 +124,25 @@ def build_tsa(config: ApplianceConfig, paths: KeyPaths) -> TsaService:
     )
 
 
-def build_app(config: ApplianceConfig, *, appliance: Appliance | None = None) -> web.Application:
+def instance_file(name: str, instance: str) -> str:
+    """``serials.state`` → ``serials-w1.state`` for instance ``-w1``."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}{instance}{dot}{suffix}"
+
+
+def build_app(
+    config: ApplianceConfig,
+    *,
+    appliance: Appliance | None = None,
+    gen_floor: GenTimeFloor | None = None,
+) -> web.Application:
     """The whole appliance as one aiohttp application; hardware starts with the app."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = ensure_dev_keys(config) if config.simulate else key_paths(config)
     appliance = appliance or Appliance.from_config(config)
     timekeeper = appliance.timekeeper
     try:
-        tsa = build_tsa(config, paths)
+        tsa = build_tsa(config, paths, gen_floor=gen_floor)
     except BaseException:
         appliance.stop()
         raise

@@ -66,6 +66,12 @@ class TsaSection:
     policy_oid: str = DEFAULT_POLICY_OID
     accepted_policies: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 1024
+    # Worker processes that also answer POST /tsa on the listening socket, beside the main
+    # process (ADR 0007); 0: the main process alone. One per spare core for volume.
+    workers: int = 0
+
+
+MAX_WORKERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +97,11 @@ class ApplianceConfig:
         simulate: bool | None = None,
         data_dir: Path | None = None,
         listen: str | None = None,
+        workers: int | None = None,
     ) -> ApplianceConfig:
         config = self
+        if workers is not None:
+            config = replace(config, tsa=replace(config.tsa, workers=_workers(workers)))
         if simulate is not None:
             config = replace(config, simulate=simulate)
         if data_dir is not None:
@@ -101,6 +110,12 @@ class ApplianceConfig:
             host, port = parse_listen(listen)
             config = replace(config, listen_host=host, listen_port=port)
         return config
+
+
+def _workers(n: int) -> int:
+    if not 0 <= n <= MAX_WORKERS:
+        raise ConfigError(f"[tsa] workers: expected 0 to {MAX_WORKERS}, got {n}")
+    return n
 
 
 def parse_host_port(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -178,6 +193,7 @@ def load_config(path: Path | None) -> ApplianceConfig:
     config = ApplianceConfig(
         **{name: _section(cls, name, data[name]) for name, cls in sections.items() if name in data}
     )
+    _workers(config.tsa.workers)
     for key, value in top.items():
         if key == "listen":
             host, port = parse_listen(str(value))

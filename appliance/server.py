@@ -107,6 +107,20 @@ class FaultControl(Protocol):
 
 
 WORLD = web.AppKey("sim_world", FaultControl)
+
+
+class WorkerStatus(Protocol):
+    """What ``/metrics`` needs of the TSA worker processes (appliance.workers.WorkerPool)."""
+
+    size: int
+    restarts: int
+
+    def alive(self) -> int: ...
+
+    def stats(self) -> tuple[int, Counter[str]]: ...
+
+
+WORKERS = web.AppKey("tsa_workers", WorkerStatus)
 STARTED = web.AppKey("started_monotonic", float)
 
 
@@ -349,13 +363,37 @@ async def metrics(request: web.Request) -> web.Response:
     )
     if TSA in request.app:
         service = request.app[TSA]
+        granted, refused = service.granted, Counter(service.refused)
+        workers = request.app.get(WORKERS)
+        if workers is not None:
+            worker_granted, worker_refused = workers.stats()
+            granted += worker_granted
+            refused.update(worker_refused)
+            e.add(
+                "horodate_tsa_workers",
+                "gauge",
+                "TSA worker processes configured",
+                workers.size,
+            )
+            e.add(
+                "horodate_tsa_workers_alive",
+                "gauge",
+                "TSA worker processes running",
+                workers.alive(),
+            )
+            e.add(
+                "horodate_tsa_worker_restarts_total",
+                "counter",
+                "TSA worker processes restarted after they died",
+                workers.restarts,
+            )
         e.add(
             "horodate_tsa_tokens_granted_total",
             "counter",
-            "Time-stamp tokens granted",
-            service.granted,
+            "Time-stamp tokens granted, by every process",
+            granted,
         )
-        for reason, count in sorted(service.refused.items()):
+        for reason, count in sorted(refused.items()):
             e.add(
                 "horodate_tsa_requests_refused_total",
                 "counter",

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from appliance.config import ApplianceConfig
 from appliance.fastlane import Answer, FastLane, LaneConfig
-from appliance.server import CONFIG, TSA
+from appliance.server import CONFIG, TIMEKEEPER, TSA, WORKERS
+from appliance.workers import SharedClock, TicketPublisher, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +97,50 @@ async def _no_answer(body: bytes) -> bytes:  # pragma: no cover - max_body -1 ne
     raise AssertionError("no TSA configured")
 
 
-async def serve_forever(app: web.Application, public: socket.socket) -> None:
-    """Serve until SIGINT or SIGTERM."""
+async def serve_forever(
+    app: web.Application,
+    public: socket.socket,
+    *,
+    config: ApplianceConfig | None = None,
+    shared: SharedClock | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM; with ``shared``, beside ``shared.workers`` worker
+    processes (``appliance.workers``) answering on the same socket."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    pool = None
+    if shared is not None and shared.workers:
+        assert config is not None
+        pool = app[WORKERS] = WorkerPool(config, shared)  # before the app is frozen
     async with listening(app, public) as where:
         log.info("serving http://%s:%d", where.host, where.port)
-        await stop.wait()
+        if pool is None:
+            await stop.wait()
+        else:
+            async with workers_running(app, pool, shared, public, where.backend):
+                await stop.wait()
         log.info("stopping")
+
+
+@asynccontextmanager
+async def workers_running(
+    app: web.Application,
+    pool: WorkerPool,
+    shared: SharedClock,
+    public: socket.socket,
+    backend: str,
+) -> AsyncIterator[WorkerPool]:
+    """The time publisher and the worker processes, for as long as the context lasts."""
+    timekeeper = app[TIMEKEEPER]
+    publisher = TicketPublisher(timekeeper.ensemble, shared)
+    timekeeper.on_sample = publisher.sample_arrived
+    publisher.start()
+    try:
+        await asyncio.to_thread(pool.start, public, backend)
+        yield pool
+    finally:
+        await asyncio.to_thread(pool.stop)
+        timekeeper.on_sample = None
+        publisher.stop()

@@ -41,6 +41,8 @@ class Timekeeper:
         self.last_issue_state = ""  # the ensemble state of the last time handed to the TSA
         # What the drivers see that samples do not say, by source name (set by the service).
         self.driver_notes: Callable[[], Mapping[str, str]] = dict
+        # Called after each sample (the worker processes' time publisher listens).
+        self.on_sample: Callable[[], None] | None = None
 
     @property
     def policy(self) -> Policy:
@@ -59,6 +61,8 @@ class Timekeeper:
             self._samples += 1
             if not sample.trusted:
                 self._untrusted += 1
+        if self.on_sample is not None:
+            self.on_sample()
 
     def assess(self, mono_ns: int | None = None) -> Assessment:
         assessment = self.ensemble.assess(self._clock() if mono_ns is None else mono_ns)

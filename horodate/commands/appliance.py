@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--data-dir", type=Path, help="keys, serial state and issuance log")
     p.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:3180")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N more processes answering POST /tsa beside the main one ([tsa] workers; "
+        "default 0); one per spare core for volume",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
             simulate=True if args.simulate else None,
             data_dir=args.data_dir,
             listen=args.listen,
+            workers=args.workers,
         )
-        app = build_app(config)
+        shared = None
+        if config.tsa.workers:
+            from appliance.service import policy_for
+            from appliance.workers import SharedClock
+
+            shared = SharedClock.for_policy(policy_for(config), workers=config.tsa.workers)
+        app = build_app(config, gen_floor=shared.floor if shared else None)
     except (ConfigError, StartupError) as e:
         print(f"horodate appliance: {e}", file=sys.stderr)
         return 1
@@ -66,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         "simulated" if config.simulate else "real",
     )
     _fast_event_loop()
-    asyncio.run(serve_forever(app, public))
+    asyncio.run(serve_forever(app, public, config=config, shared=shared))
     return 0
 
 

@@ -1,0 +1,344 @@
+"""TSA worker processes: the time ticket, the shared genTime floor, and the whole appliance
+with ``--workers 2`` as real processes on one socket (ADR 0007)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import appliance.workers as workers
+from appliance.clock import ClockState, Ensemble, Policy, Window
+from appliance.tsa import FailInfo
+from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply
+from appliance.tsa.errors import TimeNotAvailable
+from appliance.tsa.journal import read_log
+from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher
+from drivers.sample import SourceKind, TimeSample
+
+NS = 1_000_000_000
+MAX_ERROR_NS = NS
+
+
+def shared_clock(workers_: int = 1) -> SharedClock:
+    return SharedClock(crystal_max_ppm=100.0, max_error_ns=MAX_ERROR_NS, workers=workers_)
+
+
+@pytest.fixture
+def mono(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The raw-monotonic clock the ticket is read against, set by the test."""
+    now = [1_000 * NS]
+    monkeypatch.setattr(workers, "mono_ns", lambda: now[0])
+    yield now
+
+
+# --- the time ticket --------------------------------------------------------------------
+
+
+def test_a_fresh_ticket_answers_the_published_window_moved_to_now(mono: list[int]) -> None:
+    shared = shared_clock()
+    shared.publish(
+        Window(
+            mono[0], 1_800_000_000 * NS - 1_000, 1_800_000_000 * NS + 1_000, ClockState.SYNCHRONISED
+        )
+    )
+    mono[0] += 10_000_000  # 10 ms later
+    utc, bound = shared.token_time()
+    assert utc == 1_800_000_000 * NS + 10_000_000
+    # the window grew by 10 ms × 100 ppm = 1 µs on each side (rounded up)
+    assert 2_000 <= bound <= 2_002
+    assert shared.last_state == "synchronised"
+
+
+def test_a_refusal_is_passed_on_with_its_reason(mono: list[int]) -> None:
+    shared = shared_clock()
+    shared.refuse("no quorum: GPS and NTP disagree", "alarm")
+    with pytest.raises(TimeNotAvailable, match="GPS and NTP disagree"):
+        shared.token_time()
+    assert shared.last_state == "alarm"
+
+
+def test_before_the_first_publication_there_is_no_time(mono: list[int]) -> None:
+    with pytest.raises(TimeNotAvailable, match="not published"):
+        shared_clock().token_time()
+
+
+def test_a_stale_ticket_is_not_used(mono: list[int]) -> None:
+    shared = shared_clock()
+    shared.publish(Window(mono[0], 0, 2_000, ClockState.SYNCHRONISED))
+    mono[0] += TICKET_LIFE_NS
+    shared.token_time()  # still within its life
+    mono[0] += 1
+    with pytest.raises(TimeNotAvailable, match="main process is not publishing"):
+        shared.token_time()
+
+
+def test_a_window_grown_past_the_maximum_error_is_refused(mono: list[int]) -> None:
+    shared = shared_clock()
+    shared.publish(Window(mono[0], 0, 2 * MAX_ERROR_NS - 2, ClockState.HOLDOVER))
+    shared.token_time()
+    mono[0] += 50_000_000  # grows by 5 µs per side: past the 1 s maximum
+    with pytest.raises(TimeNotAvailable, match="exceeds the maximum"):
+        shared.token_time()
+
+
+@given(
+    truth0=st.integers(1_600_000_000 * NS, 2_000_000_000 * NS),
+    below=st.integers(0, NS // 2),
+    above=st.integers(0, NS // 2),
+    ppm=st.floats(-100.0, 100.0),
+    age=st.integers(0, TICKET_LIFE_NS),
+)
+def test_the_ticket_still_holds_the_truth_when_the_crystal_is_off_by_up_to_its_maximum(
+    truth0: int, below: int, above: int, ppm: float, age: int
+) -> None:
+    """Truth moves at (1 + ppm·10⁻⁶) per raw-monotonic ns: the answer's bound covers it."""
+    shared = SharedClock(crystal_max_ppm=100.0, max_error_ns=10 * NS, workers=1)
+    m0 = 5_000 * NS
+    shared.publish(Window(m0, truth0 - below, truth0 + above, ClockState.SYNCHRONISED))
+    original = workers.mono_ns
+    workers.mono_ns = lambda: m0 + age  # type: ignore[assignment]
+    try:
+        utc, bound = shared.token_time()
+    finally:
+        workers.mono_ns = original  # type: ignore[assignment]
+    truth = truth0 + age + int(age * ppm / 1e6)
+    assert utc - bound <= truth <= utc + bound
+
+
+def test_the_genTime_floor_is_one_value_for_every_holder() -> None:
+    shared = shared_clock()
+    a, b = shared.floor, shared.floor
+    with a.lock:
+        a.value = 42
+    with b.lock:
+        assert b.value == 42
+
+
+def test_worker_counters_add_up_and_survive_a_restart() -> None:
+    from collections import Counter
+
+    shared = shared_clock(2)
+    shared.record_stats(0, 10, Counter({"badAlg": 2}))
+    shared.record_stats(1, 5, Counter({"timeNotAvailable": 1}))
+    shared.retire(0)  # worker 1 died: its counts move to the tally, its block restarts
+    shared.record_stats(0, 3, Counter())
+    granted, refused = shared.stats()
+    assert granted == 18
+    assert refused == Counter({"badAlg": 2, "timeNotAvailable": 1})
+
+
+def test_the_publisher_hands_on_the_ensembles_verdict() -> None:
+    m = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+    ensemble = Ensemble(Policy())
+    shared = shared_clock()
+    publisher = TicketPublisher(ensemble, shared)
+    publisher.publish_now()
+    with pytest.raises(TimeNotAvailable):
+        shared.token_time()
+    utc0 = time.time_ns()
+    for source, kind in (("gps0", SourceKind.GPS), ("ntp:a", SourceKind.NTP)):
+        ensemble.add(
+            TimeSample(
+                source=source, kind=kind, mono_ns=m, utc_ns=utc0, error_ns=1_000_000, trusted=True
+            )
+        )
+    publisher.publish_now()
+    utc, bound = shared.token_time()
+    assert bound < 10_000_000
+    assert abs(utc - (utc0 + time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW) - m)) <= bound
+
+
+# --- the whole appliance with worker processes ------------------------------------------
+
+TSQ = {"Content-Type": "application/timestamp-query"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(url: str, data: bytes | None = None, method: str | None = None) -> tuple[int, bytes]:
+    headers = TSQ if data is not None and url.endswith("/tsa") else {}
+    if data is not None and not url.endswith("/tsa"):
+        headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:  # one connection per request
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def stamp(base: str, i: int) -> TsaReply:
+    q = build_request(hashlib.sha256(b"record %d" % i).digest(), digest=Digest.SHA256, nonce=i)
+    status, body = http(f"{base}/tsa", q.der)
+    assert status == 200
+    return parse_reply(body)
+
+
+def wait_until(predicate: Any, deadline_s: float, what: str) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{what} not within {deadline_s} s")
+
+
+def metric(base: str, name: str) -> float:
+    _, text = http(f"{base}/metrics")
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def appliance_with_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    data = tmp_path / "appliance"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "horodate",
+            "appliance",
+            "--simulate",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(data),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_status(f"{base}/health") == 200, 90, "the clock issuing")
+        wait_until(lambda: metric(base, "horodate_tsa_workers_alive") == 2, 30, "two workers")
+        yield base, proc, data
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        return http(url)[0]
+    except OSError:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_workers_share_one_clock_and_never_repeat_a_serial(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, data = appliance_with_workers
+    # One request after the other, each on a new connection: whichever process answers,
+    # genTime never goes back and no serial repeats.
+    replies = [stamp(base, i) for i in range(60)]
+    assert all(r.granted for r in replies), [r.status_text for r in replies if not r.granted]
+    infos = [r.info for r in replies]
+    assert all(info is not None for info in infos)
+    gen_times = [info.gen_time for info in infos if info]
+    assert gen_times == sorted(gen_times)
+    serials = [info.serial for info in infos if info]
+    assert len(set(serials)) == len(serials)
+
+    logs = {p.name: list(read_log(p)) for p in sorted(data.glob("issued*.log"))}
+    assert set(logs) == {"issued.log", "issued-w1.log", "issued-w2.log"}
+    served_by = [name for name, records in logs.items() if records]
+    assert len(served_by) >= 2, f"only {served_by} answered 60 connections"
+    logged = {r.serial: r for records in logs.values() for r in records}
+    assert set(serials) <= set(logged)  # every token a client holds is in a log
+    for info in infos:
+        assert info is not None
+        assert logged[info.serial].message_imprint == info.message_imprint
+    wait_until(  # every process's tokens are counted (workers report each second)
+        lambda: metric(base, "horodate_tsa_tokens_granted_total") == 60, 5, "60 counted"
+    )
+
+    # The clock says no (GPS and NTP jump together: an alarm): every process refuses,
+    # whichever answers; faults cleared, all resume.
+    faults = {"gps": {"offset_s": 2.5}, "ntp": {"offset_s": 2.5}}
+    status, _ = http(f"{base}/sim/faults", json.dumps(faults).encode())
+    assert status == 200
+
+    def all_refuse() -> bool:
+        answers = [stamp(base, 1000 + i) for i in range(12)]
+        return all(not a.granted and FailInfo.timeNotAvailable in a.fail_info for a in answers)
+
+    wait_until(all_refuse, 60, "every process refusing with timeNotAvailable")
+    http(f"{base}/sim/faults", method="DELETE")
+    wait_until(
+        lambda: all(stamp(base, 2000 + i).granted for i in range(12)),
+        90,
+        "every process granting again",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_killed_worker_is_restarted_and_stopping_leaves_no_process_behind(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, proc, _ = appliance_with_workers
+    before = [stamp(base, i) for i in range(20)]
+    workers_ = {
+        pid
+        for pid in children(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    assert len(workers_) == 2
+    victim = min(workers_)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: metric(base, "horodate_tsa_worker_restarts_total") == 1, 30, "a restart")
+    wait_until(lambda: metric(base, "horodate_tsa_workers_alive") == 2, 30, "two workers again")
+    after = [stamp(base, 100 + i) for i in range(40)]
+    serials = [r.info.serial for r in before + after if r.info]
+    assert len(serials) == 60 and len(set(serials)) == 60
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    survivors = [pid for pid in workers_ | children(proc.pid) if Path(f"/proc/{pid}").exists()]
+    assert survivors == []
