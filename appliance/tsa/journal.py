@@ -303,7 +303,7 @@ def read_log(path: Path) -> Iterator[Issued]:
 class _Batch:
     """Records committed together, and the callers waiting for them."""
 
-    __slots__ = ("done", "error", "first_enqueued", "frames", "futures")
+    __slots__ = ("done", "error", "first_enqueued", "frames", "futures", "groups")
 
     def __init__(self, now: float) -> None:
         self.frames: list[bytes] = []
@@ -311,6 +311,7 @@ class _Batch:
         self.done = threading.Event()
         self.error: JournalError | None = None
         self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
+        self.groups: list[tuple[asyncio.AbstractEventLoop, _Group]] = []
 
     def settle(self, error: JournalError | None) -> None:
         self.error = error
@@ -319,6 +320,40 @@ class _Batch:
             # RuntimeError: that event loop is closed, nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(waiters.settle, error)
+        for loop, group in self.groups:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(group.part_settled, error is None)
+
+
+class _Group:
+    """Records submitted together (:meth:`IssuanceLog.submit`): one callback when every
+    batch they went into has settled. Runs in the submitter's event loop."""
+
+    __slots__ = ("ok", "on_durable", "parts", "timer")
+
+    def __init__(self, on_durable: Callable[[bool], None]) -> None:
+        self.on_durable: Callable[[bool], None] | None = on_durable
+        self.parts = 0
+        self.ok = True
+        self.timer: asyncio.TimerHandle | None = None
+
+    def part_settled(self, ok: bool) -> None:
+        self.ok = self.ok and ok
+        self.parts -= 1
+        if self.parts <= 0:
+            self._finish(self.ok)
+
+    def expire(self) -> None:
+        log.error("issuance log: records not durable in time; their tokens are withheld")
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        callback, self.on_durable = self.on_durable, None
+        if callback is not None:  # once: a late settle after the deadline changes nothing
+            callback(ok)
 
 
 class _LoopWaiters:
@@ -359,7 +394,9 @@ class IssuanceLog:
     """Append-only, group-committed issuance log (see the module docstring).
 
     ``max_batch``: records per write+fsync at most. ``max_wait_s``: how long the first record
-    of a batch may wait for companions before the batch is written. ``max_pending``: records
+    of a batch may wait for companions before the batch is written (default 0: none; the
+    next batch forms by itself while the current one's fsync runs, and a linger only adds
+    latency to every token). ``max_pending``: records
     queued at most; beyond, appends fail at once with :class:`JournalError` (back-pressure:
     the server answers ``systemFailure`` rather than queue without bound).
     ``append_timeout_s``: how long an append waits for durability before it fails (async
@@ -372,7 +409,7 @@ class IssuanceLog:
         path: Path,
         *,
         max_batch: int = 4096,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_pending: int = 65536,
         append_timeout_s: float = 10.0,
         fsync: Callable[[int], None] = os.fdatasync,
@@ -543,7 +580,10 @@ class IssuanceLog:
 
     async def append_async(self, rec: Issued) -> None:
         """As :meth:`append`, awaiting durability without blocking the event loop."""
-        frame = encode_record(rec)
+        await self.append_frame_async(encode_record(rec))
+
+    async def append_frame_async(self, frame: bytes) -> None:
+        """As :meth:`append_async`, for a record already encoded by :func:`encode_record`."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:
@@ -557,6 +597,35 @@ class IssuanceLog:
         if waiters.timer is None and not fut.done():
             waiters.timer = loop.call_later(self._append_timeout_s, waiters.expire)
         await fut
+
+    def submit(self, frames: list[bytes], on_durable: Callable[[bool], None]) -> None:
+        """Queue ``frames`` (from :func:`encode_record`) for the writer; call
+        ``on_durable(True)`` in the running event loop once they are all durable, or
+        ``on_durable(False)`` if any is not (or not within ``append_timeout_s``).
+
+        For an event loop that batches its own records (``appliance.fastlane``): one call,
+        one callback, per group, where :meth:`append_async` costs a future per record.
+        Raises :class:`JournalError` at once if the log is not running or its backlog is
+        full (nothing of ``frames`` is queued then).
+        """
+        loop = asyncio.get_running_loop()
+        group = _Group(on_durable)
+        with self._cond:
+            if not self._accepting:
+                raise JournalError("issuance log is not running")
+            if self._pending + len(frames) > self._max_pending:
+                raise JournalError(
+                    f"issuance log backlog full ({self._pending} records waiting for the disk)"
+                )
+            batches: list[_Batch] = []
+            for frame in frames:
+                batch = self._enqueue(frame)
+                if not batches or batches[-1] is not batch:
+                    batches.append(batch)
+            group.parts = len(batches)
+            for batch in batches:
+                batch.groups.append((loop, group))
+        group.timer = loop.call_later(self._append_timeout_s, group.expire)
 
     # -- the writer -----------------------------------------------------------------------
 

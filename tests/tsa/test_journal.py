@@ -198,6 +198,81 @@ async def test_append_async_times_out_with_journal_error(tmp_path: Path) -> None
         journal.close()
 
 
+async def submitted(journal: IssuanceLog, serials: range) -> bool:
+    """submit() a group; the outcome its callback gives, in this loop."""
+    outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    journal.submit([encode_record(rec(i)) for i in serials], outcome.set_result)
+    async with asyncio.timeout(10):
+        return await outcome
+
+
+async def test_submit_calls_back_once_after_the_fsync(tmp_path: Path) -> None:
+    gate = Gate()
+    gate.open.clear()
+    path = tmp_path / "l"
+    journal = IssuanceLog(path, max_batch=3, fsync=gate)  # 8 records: three batches
+    journal.start()
+    try:
+        calls: list[bool] = []
+        journal.submit([encode_record(rec(i)) for i in range(1, 9)], calls.append)
+        await asyncio.sleep(0.05)
+        assert gate.entered.is_set() and calls == []  # not before the fsync
+        gate.open.set()
+        async with asyncio.timeout(10):
+            while not calls:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        assert calls == [True]  # once, for the whole group, after its last batch
+        assert gate.calls == 3
+        assert await submitted(journal, range(9, 11)) is True
+    finally:
+        journal.close()
+    assert [r.serial for r in read_log(path)] == list(range(1, 11))
+
+
+async def test_submit_reports_a_failed_fsync_and_a_full_backlog(tmp_path: Path) -> None:
+    def failing_fsync(fd: int) -> None:  # simulated: EIO cannot be produced here for real
+        raise OSError(errno.EIO, "Input/output error")
+
+    journal = IssuanceLog(tmp_path / "l", fsync=failing_fsync)
+    journal.start()
+    try:
+        assert await submitted(journal, range(1, 4)) is False
+    finally:
+        journal.close()
+    gate = Gate()
+    gate.open.clear()
+    journal = IssuanceLog(tmp_path / "m", max_batch=4, max_pending=4, fsync=gate)
+    journal.start()
+    try:
+        journal.submit([encode_record(rec(1))], lambda ok: None)
+        assert gate.entered.wait(10)
+        journal.submit([encode_record(rec(i)) for i in range(2, 6)], lambda ok: None)
+        with pytest.raises(JournalError, match="backlog full"):
+            journal.submit([encode_record(rec(9))], lambda ok: None)
+    finally:
+        gate.open.set()
+        journal.close()
+
+
+async def test_submit_times_out_once(tmp_path: Path) -> None:
+    gate = Gate()
+    gate.open.clear()
+    journal = IssuanceLog(tmp_path / "l", append_timeout_s=0.2, fsync=gate)
+    journal.start()
+    try:
+        calls: list[bool] = []
+        journal.submit([encode_record(rec(1))], calls.append)
+        await asyncio.sleep(0.4)
+        assert calls == [False]
+        gate.open.set()
+        await asyncio.sleep(0.1)
+        assert calls == [False]  # the late fsync does not call back a second time
+    finally:
+        gate.open.set()
+        journal.close()
+
+
 def test_fsync_failure_fails_the_callers_and_stops_the_log(tmp_path: Path) -> None:
     # Simulated: a failing disk (EIO on fsync) cannot be produced here for real.
     def failing_fsync(fd: int) -> None:
