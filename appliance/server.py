@@ -13,6 +13,7 @@ Error mapping lives here, in one place:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition
 from appliance.timekeeper import Timekeeper
 from appliance.tsa.errors import FailInfo
-from appliance.tsa.journal import Issued
+from appliance.tsa.journal import Issued, encode_record
 from drivers.monotonic import NS_PER_S
 from drivers.sample import SourceKind
 
@@ -56,28 +57,62 @@ class TsaService:
     token_time: Callable[[], tuple[int, int]] | None = None
     issue_state: Callable[[], str] = str  # the clock's state behind the last token_time
 
-    async def answer(self, body: bytes) -> bytes:
-        """The DER ``TimeStampResp`` for one request body. Never raises.
-
-        Shared by the aiohttp route and the fast lane (``appliance.fastlane``): a token
-        leaves only once its record is durable in the issuance log.
+    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
+        """Answer one request now: the ``TimeStampResp`` DER and, for a granted token, its
+        issuance-log record (``encode_record``), which must be durable before the token
+        leaves (:meth:`commit`). ``None``: nothing to log. Never raises.
         """
         assert self.token_time is not None, "TsaService.token_time is not wired"
         if self.valid_until_ns is not None and time.time_ns() >= self.valid_until_ns:
-            return self._refuse(FailInfo.systemFailure, "the TSA certificate has expired")
+            return self._refuse(FailInfo.systemFailure, "the TSA certificate has expired"), None
         reply = self.authority.respond(body, time=self.token_time, serial=self.serials.next)
         if not reply.granted:
             self.refused[reply.fail_info.name if reply.fail_info else "rejected"] += 1
-            return bytes(reply.der)
-        if self.journal is not None:
-            try:
-                await self.journal.append_async(_issued(reply, self.issue_state()))
-            except Exception:
-                # The token is not handed out if it could not be logged durably.
-                log.exception("tsa: issuance log failed; refusing serial %s", reply.serial)
-                return self._refuse(FailInfo.systemFailure, "issuance log unavailable")
+            return bytes(reply.der), None
+        if self.journal is None:
+            self.granted += 1
+            return bytes(reply.der), None
+        return bytes(reply.der), encode_record(_issued(reply, self.issue_state()))
+
+    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
+        """Have the records of granted tokens made durable (the issuance log's writer
+        groups them); ``done(True)`` in this event loop once they are, ``done(False)`` if
+        not: then their tokens must be withheld."""
+        assert self.journal is not None
+
+        def settled(durable: bool) -> None:
+            if durable:
+                self.granted += len(records)
+            else:
+                log.error("tsa: issuance log failed; withholding %d tokens", len(records))
+                self.refused[FailInfo.systemFailure.name] += len(records)
+            done(durable)
+
+        try:
+            self.journal.submit(records, settled)
+        except Exception:
+            log.exception("tsa: issuance log unavailable")
+            asyncio.get_running_loop().call_soon(settled, False)
+
+    def withheld(self) -> bytes:
+        """The answer in place of a token whose record could not be made durable."""
+        return bytes(self.authority.reject(FailInfo.systemFailure, "issuance log unavailable"))
+
+    async def answer(self, body: bytes) -> bytes:
+        """:meth:`sign`, then wait for the record's durability without blocking the loop
+        (the issuance log's writer thread groups concurrent records). Never raises."""
+        der, record = self.sign(body)
+        if record is None:
+            return der
+        assert self.journal is not None
+        try:
+            await self.journal.append_frame_async(record)
+        except Exception:
+            log.exception("tsa: issuance log failed; withholding a token")
+            self.refused[FailInfo.systemFailure.name] += 1
+            return self.withheld()
         self.granted += 1
-        return bytes(reply.der)
+        return der
 
     def _refuse(self, fail_info: FailInfo, text: str) -> bytes:
         """A refusal the engine did not make itself (the service's own checks), counted."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from appliance.config import ApplianceConfig
-from appliance.fastlane import Answer, FastLane, LaneConfig
+from appliance.fastlane import FastLane, Flush, LaneConfig, Tokens
 from appliance.server import CONFIG, TIMEKEEPER, TSA, WORKERS
 from appliance.workers import SharedClock, TicketPublisher, WorkerPool
 
@@ -59,42 +59,56 @@ def bind_public(host: str, port: int) -> socket.socket:
 
 @asynccontextmanager
 async def listening(
-    app: web.Application, public: socket.socket, *, answer: Answer | None = None
+    app: web.Application, public: socket.socket, *, tokens: Tokens | None = None
 ) -> AsyncIterator[Listening]:
     """Run ``app`` behind a fast lane on ``public`` until the context exits.
 
-    ``answer`` is what the lane calls for each plain ``POST /tsa`` (default: the app's own
-    ``TsaService.answer``; without a TSA every request goes to the application).
+    ``tokens`` answers each plain ``POST /tsa`` on the lane (default: the app's own
+    ``TsaService``; without a TSA every request goes to the application).
     """
     loop = asyncio.get_running_loop()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # the app's startup: hardware, issuance log
     server: asyncio.AbstractServer | None = None
+    flush: Flush | None = None
     backend_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         name = abstract_socket_name("app")
         backend_sock.bind(name)
         backend_sock.listen(128)
         await web.SockSite(runner, backend_sock).start()
-        if answer is None and TSA in app:
-            answer = app[TSA].answer
+        if tokens is None and TSA in app:
+            tokens = app[TSA]
         config = LaneConfig(max_body=app[CONFIG].max_request_bytes, backend=name)
-        if answer is None:
-            config = LaneConfig(max_body=-1, backend=name)  # nothing is ours
-            answer = _no_answer
-        lane_answer = answer
-        server = await loop.create_server(lambda: FastLane(lane_answer, config), sock=public)
+        if tokens is None:
+            config = LaneConfig(max_body=-1, backend=name)  # nothing is the lane's
+        flush = Flush(tokens or _NO_TOKENS)
+        server = await loop.create_server(lambda: FastLane(flush, config), sock=public)
         host, port = public.getsockname()[:2]
         yield Listening(host=host, port=port, backend=name)
     finally:
         if server is not None:
             server.close()
+        if flush is not None:
+            flush.close_all()  # asyncio's close() leaves accepted connections open
         await runner.cleanup()  # the app's cleanup: hardware stopped, log closed
         backend_sock.close()
 
 
-async def _no_answer(body: bytes) -> bytes:  # pragma: no cover - max_body -1 never frames
-    raise AssertionError("no TSA configured")
+class _NoTokens:
+    """For an application without a TSA: the lane frames nothing (max_body -1)."""
+
+    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
+        raise AssertionError("no TSA: the lane should not have framed a request")
+
+    def commit(self, records: list[bytes]) -> bool:
+        raise AssertionError("no TSA")
+
+    def withheld(self) -> bytes:
+        raise AssertionError("no TSA")
+
+
+_NO_TOKENS = _NoTokens()
 
 
 async def serve_forever(

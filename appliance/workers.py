@@ -27,6 +27,7 @@ unique), its engine and its counters, which it copies to shared memory each seco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -273,7 +274,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 async def _serve(spec: WorkerSpec, tsa: Any) -> None:
-    from appliance.fastlane import FastLane, LaneConfig
+    from appliance.fastlane import FastLane, Flush, LaneConfig
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -281,17 +282,17 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     lane = LaneConfig(max_body=spec.config.tsa.max_request_bytes, backend=spec.backend)
     assert tsa.journal is not None
     tsa.journal.start()
-    server = await loop.create_server(lambda: FastLane(tsa.answer, lane), sock=spec.public)
+    flush = Flush(tsa)
+    server = await loop.create_server(lambda: FastLane(flush, lane), sock=spec.public)
     log.info("worker %s answering POST /tsa", spec.name)
     try:
         while not stop.is_set():
             spec.shared.record_stats(spec.index, tsa.granted, tsa.refused)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
-            except TimeoutError:
-                pass
     finally:
         server.close()
+        flush.close_all()
         await server.wait_closed()
         spec.shared.record_stats(spec.index, tsa.granted, tsa.refused)
         tsa.journal.close()

@@ -24,7 +24,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -44,6 +44,7 @@ from appliance.fastlane import (
     NOT_OURS,
     REQUEST_LINE,
     FastLane,
+    Flush,
     Framed,
     LaneConfig,
     frame,
@@ -252,13 +253,11 @@ def test_max_body_is_the_callers() -> None:
 # more than one Host header field line". aiohttp does; the lane must leave such requests to it.
 
 
-@pytest.mark.xfail(strict=True, reason="fastlane.frame() serves a POST /tsa without Host")
 def test_missing_host_is_not_ours() -> None:
     buf = head_with(b"Content-Type: application/timestamp-query", b"Content-Length: 0")
     assert frame(buf, MAX_BODY) == NOT_OURS
 
 
-@pytest.mark.xfail(strict=True, reason="fastlane.frame() serves a POST /tsa with two Hosts")
 def test_duplicate_host_is_not_ours() -> None:
     assert frame(post(extra=(b"Host: other.test",)), MAX_BODY) == NOT_OURS
 
@@ -448,12 +447,28 @@ def test_aiohttp_parse_is_a_real_oracle() -> None:
 # --- real sockets ---------------------------------------------------------------------------
 
 
-async def lane_answer(body: bytes) -> bytes:
-    if body == b"raise":
-        raise RuntimeError("the answer failed (on purpose)")
-    if body == b"slow":
-        await asyncio.sleep(0.2)
-    return b"lane:" + body
+class LaneTokens:
+    """The lane's TSA for these tests: answers ``lane:<body>``; ``raise`` fails to sign,
+    ``slow`` takes 0.2 s to become durable, ``lost`` is never made durable (withheld)."""
+
+    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
+        if body == b"raise":
+            raise RuntimeError("the answer failed (on purpose)")
+        return b"lane:" + body, body if body in (b"slow", b"lost") else None
+
+    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
+        loop = asyncio.get_running_loop()
+        if b"lost" in records:
+            loop.call_soon(done, False)
+        else:
+            loop.call_later(0.2, done, True)
+
+    def withheld(self) -> bytes:
+        return b"withheld"
+
+
+def lane_flush() -> Flush:
+    return Flush(LaneTokens())
 
 
 async def via_aiohttp(request: web.Request) -> web.Response:
@@ -533,7 +548,7 @@ async def exchange(port: int, data: bytes) -> Response:
 @pytest.fixture
 async def served() -> AsyncIterator[serving.Listening]:
     public = serving.bind_public(HOST, 0)
-    async with serving.listening(make_app(), public, answer=lane_answer) as where:
+    async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
         yield where
 
 
@@ -541,7 +556,8 @@ async def served() -> AsyncIterator[serving.Listening]:
 async def bare_lane(config: LaneConfig) -> AsyncIterator[int]:
     """A FastLane server of its own (no aiohttp behind it unless ``config.backend`` has one)."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: FastLane(lane_answer, config), HOST, 0)
+    flush = lane_flush()
+    server = await loop.create_server(lambda: FastLane(flush, config), HOST, 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -779,6 +795,16 @@ async def test_a_bridged_connection_follows_aiohttps_keep_alive_not_the_lanes(
         assert (await read_response(reader)).body == b"healthy"
 
 
+async def test_a_token_whose_record_is_not_durable_is_withheld(
+    served: serving.Listening,
+) -> None:
+    async with connect(served.port) as (reader, writer):
+        writer.write(post(b"lost") + post(b"kept"))
+        first, second = await read_response(reader), await read_response(reader)
+    assert (first.status, first.body, first.by_lane) == (200, b"withheld", True)
+    assert second.body == b"lane:kept"  # the connection goes on
+
+
 async def test_a_slow_answer_is_not_cut_by_the_idle_timeout() -> None:
     config = LaneConfig(max_body=MAX_BODY, backend=nobody(), idle_timeout_s=0.1)
     async with bare_lane(config) as port, connect(port) as (reader, writer):
@@ -797,8 +823,8 @@ async def test_half_close_after_a_post_still_gets_the_reply(served: serving.List
 
 @pytest.mark.xfail(
     strict=True,
-    reason="aiohttp closes a connection on EOF (RequestHandler.eof_received returns None), "
-    "dropping the response in progress; _Bridge.client_eof forwards the client's EOF to it",
+    reason="aiohttp's own behaviour, the same without the lane: it closes a connection on "
+    "EOF (RequestHandler.eof_received returns None), dropping the response in progress",
 )
 async def test_half_close_after_a_get_through_the_bridge_still_gets_the_response(
     served: serving.Listening,
@@ -810,11 +836,6 @@ async def test_half_close_after_a_get_through_the_bridge_still_gets_the_response
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"healthy")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastLane.eof_received while busy sets _closing and _reply then closes the "
-    "connection after the first reply: the pipelined requests already received are dropped",
-)
 async def test_half_close_after_pipelined_posts_still_gets_every_reply(
     served: serving.Listening,
 ) -> None:
@@ -850,7 +871,7 @@ async def test_the_default_answer_is_the_apps_tsa_service(
 async def test_listening_reports_where_and_stops_listening_on_exit() -> None:
     public = serving.bind_public(HOST, 0)
     port = public.getsockname()[1]
-    async with serving.listening(make_app(), public, answer=lane_answer) as where:
+    async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
         assert (where.host, where.port) == (HOST, port)
         assert where.backend.startswith("\0horodate-app-")
         backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -864,7 +885,9 @@ async def test_listening_reports_where_and_stops_listening_on_exit() -> None:
 
 
 async def test_bridged_connections_are_closed_when_listening_exits() -> None:
-    async with serving.listening(make_app(), serving.bind_public(HOST, 0), answer=lane_answer) as w:
+    async with serving.listening(
+        make_app(), serving.bind_public(HOST, 0), tokens=LaneTokens()
+    ) as w:
         reader, writer = await asyncio.open_connection(HOST, w.port)
         writer.write(GET_HEALTH)
         assert (await read_response(reader)).body == b"healthy"
@@ -874,13 +897,10 @@ async def test_bridged_connections_are_closed_when_listening_exits() -> None:
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving.listening closes the listening socket (asyncio.Server.close) but not the "
-    "FastLane connections it accepted: they keep calling answer() after the app's cleanup",
-)
 async def test_lane_connections_are_not_answered_after_listening_exits() -> None:
-    async with serving.listening(make_app(), serving.bind_public(HOST, 0), answer=lane_answer) as w:
+    async with serving.listening(
+        make_app(), serving.bind_public(HOST, 0), tokens=LaneTokens()
+    ) as w:
         reader, writer = await asyncio.open_connection(HOST, w.port)
         writer.write(PLAIN)
         assert (await read_response(reader)).body == b"lane:hello"
@@ -892,11 +912,6 @@ async def test_lane_connections_are_not_answered_after_listening_exits() -> None
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastLane ignores pause_writing for its own replies: a client that pipelines "
-    "requests and never reads grows the server's write buffer without bound",
-)
 async def test_a_client_that_never_reads_cannot_grow_the_write_buffer_without_bound() -> None:
     loop = asyncio.get_running_loop()
     transports: list[asyncio.Transport] = []
@@ -908,7 +923,8 @@ async def test_a_client_that_never_reads_cannot_grow_the_write_buffer_without_bo
             super().connection_made(transport)
 
     config = LaneConfig(max_body=MAX_BODY, backend=nobody())
-    server = await loop.create_server(lambda: SmallSendBuffer(lane_answer, config), HOST, 0)
+    flush = lane_flush()
+    server = await loop.create_server(lambda: SmallSendBuffer(flush, config), HOST, 0)
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -1074,7 +1090,7 @@ def test_under_uvloop(scenario: Any) -> None:
     async def run() -> None:
         assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
         public = serving.bind_public(HOST, 0)
-        async with serving.listening(make_app(), public, answer=lane_answer) as where:
+        async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
             await scenario(where)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
