@@ -72,7 +72,13 @@ class TsaService:
         if self.journal is None:
             self.granted += 1
             return bytes(reply.der), None
-        return bytes(reply.der), encode_record(_issued(reply, self.issue_state()))
+        try:
+            record = encode_record(_issued(reply, self.issue_state()))
+        except Exception:  # a bug: the token is withheld, never sent without its record
+            log.exception("tsa: cannot record serial %s; withholding the token", reply.serial)
+            self.refused[FailInfo.systemFailure.name] += 1
+            return self.withheld(), None
+        return bytes(reply.der), record
 
     def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
         """Have the records of granted tokens made durable (the issuance log's writer
@@ -147,8 +153,11 @@ WORLD = web.AppKey("sim_world", FaultControl)
 class WorkerStatus(Protocol):
     """What ``/metrics`` needs of the TSA worker processes (appliance.workers.WorkerPool)."""
 
-    size: int
-    restarts: int
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def restarts(self) -> int: ...
 
     def alive(self) -> int: ...
 

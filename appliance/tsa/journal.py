@@ -104,8 +104,9 @@ class Issued:
             raise ValueError("hash_algorithm must be a short name such as 'sha256'")
         if not 0 < len(self.message_imprint) <= _IMPRINT_MAX_BYTES:
             raise ValueError(f"message_imprint must be 1 .. {_IMPRINT_MAX_BYTES} bytes")
-        if self.nonce is not None and not 0 <= self.nonce < 1 << _NONCE_MAX_BITS:
-            raise ValueError(f"nonce must be 0 .. 2^{_NONCE_MAX_BITS}-1")
+        # A nonce is an INTEGER: a client may send a negative one, and the token echoes it.
+        if self.nonce is not None and not abs(self.nonce) < 1 << _NONCE_MAX_BITS:
+            raise ValueError(f"nonce must be within ±2^{_NONCE_MAX_BITS}")
         if len(self.ensemble_state) > _ENSEMBLE_MAX_CHARS:
             raise ValueError(f"ensemble_state is longer than {_ENSEMBLE_MAX_CHARS} characters")
         if self.token_sha256 is not None and len(self.token_sha256) != 32:

@@ -74,6 +74,7 @@ def test_roundtrip_every_field(tmp_path: Path) -> None:
     records = [
         rec(1),
         rec(2, nonce=None, token_sha256=None, ensemble_state=""),
+        rec(3, nonce=-99),  # an INTEGER: clients may send a negative nonce
         rec((1 << 159) + 5, hash_algorithm="sha512", message_imprint=b"\xff" * 64),
         rec(4, ensemble_state='quote " backslash \\ newline \n é ☃'),
     ]
