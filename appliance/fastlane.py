@@ -381,7 +381,7 @@ class _Bridge:
         if self._closed:
             transport.close()
             return
-        backend = self._backend = cast(asyncio.Transport, transport)
+        backend = self._backend = transport
         for data in self._pending:
             backend.write(data)
         self._pending.clear()

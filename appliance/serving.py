@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -101,7 +101,7 @@ class _NoTokens:
     def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
         raise AssertionError("no TSA: the lane should not have framed a request")
 
-    def commit(self, records: list[bytes]) -> bool:
+    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
         raise AssertionError("no TSA")
 
     def withheld(self) -> bytes:
@@ -127,12 +127,14 @@ async def serve_forever(
     pool = None
     if shared is not None and shared.workers:
         assert config is not None
-        pool = app[WORKERS] = WorkerPool(config, shared)  # before the app is frozen
+        pool = WorkerPool(config, shared)
+        app[WORKERS] = pool  # before the app is frozen
     async with listening(app, public) as where:
         log.info("serving http://%s:%d", where.host, where.port)
         if pool is None:
             await stop.wait()
         else:
+            assert shared is not None
             async with workers_running(app, pool, shared, public, where.backend):
                 await stop.wait()
         log.info("stopping")

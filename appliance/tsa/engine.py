@@ -21,7 +21,7 @@ import time as _time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import InvalidSignature
@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # appliance.keys imports appliance.tsa.errors
 __all__ = [
     "MAX_SERIAL_BITS",
     "GenTimeFloor",
+    "LocalGenTimeFloor",
     "Reply",
     "TimeStampAuthority",
     "gen_time_unit_ns",
@@ -199,13 +200,26 @@ def _signer_for(creds: TsaCredentials) -> _Signer:
 SELF_CHECK_EVERY_ECDSA = 16
 
 
-class GenTimeFloor:
+class GenTimeFloor(Protocol):
     """The latest genTime issued (POSIX ns), read and raised under ``lock``.
 
     genTime never goes backwards across the tokens of one TSA (RFC 3161 §2.4.2): every
-    engine signing for it must share one floor. This one lives in the engine's process;
-    ``appliance.workers.SharedGenTimeFloor`` lives in shared memory.
+    engine signing for it must share one floor. :class:`LocalGenTimeFloor` lives in the
+    engine's process; ``appliance.workers.SharedGenTimeFloor`` in shared memory.
     """
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    @property
+    def value(self) -> int: ...
+
+    @value.setter
+    def value(self, ns: int) -> None: ...
+
+
+class LocalGenTimeFloor:
+    """A :class:`GenTimeFloor` for the engines of one process."""
 
     def __init__(self) -> None:
         self.lock: AbstractContextManager[Any] = threading.Lock()
@@ -249,7 +263,7 @@ class TimeStampAuthority:
         self.tokens_issued = 0
         self.self_checks = 0
         self.self_check_failures = 0
-        self._floor = gen_floor or GenTimeFloor()
+        self._floor: GenTimeFloor = gen_floor or LocalGenTimeFloor()
         self._lock = threading.Lock()
         self._sec_cache: tuple[int, bytes] = (-1, b"")  # genTime seconds -> its text
         self._accuracy_cache: tuple[int, bytes] = (-1, b"")  # accuracy_us -> its DER
