@@ -1,11 +1,12 @@
 """Tokens per second over HTTP with keep-alive, beside an aiohttp echo handler, same run.
 
 Runs ``wrk -t2 -c16`` (Debian package ``wrk``) against (1) ``benchmarks/echo_server.py``
-and (2) ``horodate appliance --simulate`` once it issues, each a separate process on
-loopback, and prints requests/s, the granted count, the ratio, and the appliance's memory
-before and after the run (flat memory under sustained load).
+and (2) ``horodate appliance --simulate --workers N`` once it issues, for each N asked
+(default: 0, the main process alone, and 2), each a separate set of processes on loopback,
+and prints requests/s, the granted count, the ratio to the echo, and the appliance's memory
+(all its processes) before and after two sustained runs (flat memory under load).
 
-    python benchmarks/tsa_http.py [--seconds 10] [--connections 16]
+    python benchmarks/tsa_http.py [--seconds 10] [--connections 16] [--workers 0,2]
 """
 
 from __future__ import annotations
@@ -54,10 +55,40 @@ def http_status(url: str) -> int:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of ``pid`` and its children (the worker processes)."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def metric(url: str, name: str) -> float | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 def run_wrk(url: str, tsq: Path, seconds: int, connections: int) -> tuple[float, str]:
@@ -85,10 +116,64 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Namespace) -> float:
+    port = free_port()
+    appliance = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "horodate",
+            "appliance",
+            "--simulate",
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_status(f"{base}/health") == 200, 90, "appliance issuing")
+        if workers:
+            wait_until(
+                lambda: metric(f"{base}/metrics", "horodate_tsa_workers_alive") == workers,
+                30,
+                "workers",
+            )
+        # Warm up, then measure memory around two sustained runs.
+        run_wrk(f"{base}/tsa", tsq, 2, args.connections)
+        rss_before = rss_kib(appliance.pid)
+        tsa_rps, counts = run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+        rss_mid = rss_kib(appliance.pid)
+        run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+        rss_after = rss_kib(appliance.pid)
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+            state = json.load(r)["state"]
+    finally:
+        stop(appliance)
+    label = f"--workers {workers}"
+    print(f"appliance {label:<10}: {tsa_rps:10,.0f} tokens/s  ({counts}; clock {state})")
+    print(
+        f"  RSS, all processes: {rss_before / 1024:.1f} MiB before, "
+        f"{rss_mid / 1024:.1f} MiB after {args.seconds} s, "
+        f"{rss_after / 1024:.1f} MiB after {2 * args.seconds} s"
+    )
+    return tsa_rps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[0, 2],
+        help="comma-separated worker counts to measure (default 0,2)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("benchmark: wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -121,44 +206,9 @@ def main() -> int:
             stop(echo)
         print(f"aiohttp echo handler : {echo_rps:10,.0f} requests/s")
 
-        port = free_port()
-        appliance = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "horodate",
-                "appliance",
-                "--simulate",
-                "--data-dir",
-                str(tmp_path / "appliance"),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            health = f"http://127.0.0.1:{port}/health"
-            wait_until(lambda: http_status(health) == 200, 90, "appliance issuing")
-            # Warm up, then measure memory around a sustained run.
-            run_wrk(f"http://127.0.0.1:{port}/tsa", tsq, 2, args.connections)
-            rss_before = rss_kib(appliance.pid)
-            tsa_rps, counts = run_wrk(
-                f"http://127.0.0.1:{port}/tsa", tsq, args.seconds, args.connections
-            )
-            rss_mid = rss_kib(appliance.pid)
-            run_wrk(f"http://127.0.0.1:{port}/tsa", tsq, args.seconds, args.connections)
-            rss_after = rss_kib(appliance.pid)
-            with urllib.request.urlopen(health, timeout=5) as r:
-                state = json.load(r)["state"]
-        finally:
-            stop(appliance)
-        print(f"appliance POST /tsa  : {tsa_rps:10,.0f} tokens/s  ({counts}; clock {state})")
-        print(f"ratio to echo        : {tsa_rps / echo_rps:10.2f}")
-        print(
-            f"appliance RSS        : {rss_before / 1024:.1f} MiB before, "
-            f"{rss_mid / 1024:.1f} MiB after {args.seconds} s, "
-            f"{rss_after / 1024:.1f} MiB after {2 * args.seconds} s"
-        )
+        for workers in args.workers:
+            tsa_rps = measure_appliance(tmp_path / f"appliance-{workers}", tsq, workers, args)
+            print(f"  ratio to echo      : {tsa_rps / echo_rps:10.2f}")
     return 0
 
 
