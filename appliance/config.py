@@ -67,7 +67,7 @@ class TsaSection:
     accepted_policies: tuple[str, ...] = ()
     max_request_bytes: int = 16 * 1024
     # Worker processes that also answer POST /tsa on the listening socket, beside the main
-    # process (ADR 0007); 0: the main process alone. One per spare core for volume.
+    # process (ADR 0007); 0: the main process alone. 1 serves the most on 2 cores.
     workers: int = 0
 
 

@@ -45,6 +45,10 @@ def test_values_and_overrides(tmp_path: Path) -> None:
     assert over.simulate and over.data_dir == tmp_path and over.listen_port == 9
     assert over.path("keys/tsa.key") == tmp_path / "keys" / "tsa.key"
     assert over.path("/etc/x.pem") == Path("/etc/x.pem")
+    assert config.tsa.workers == 0  # the main process alone, by default
+    assert config.with_overrides(workers=3).tsa.workers == 3
+    with pytest.raises(ConfigError, match="workers: expected 0 to 32"):
+        config.with_overrides(workers=-1)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +63,8 @@ def test_values_and_overrides(tmp_path: Path) -> None:
         ("[appliance]\nlisten = 'h:99999'\n", "out of range"),
         ("[gps\n", "not valid TOML"),
         ("[clock]\nmax_error_s = true\n", "expected float"),
+        ("[tsa]\nworkers = 99\n", "workers: expected 0 to 32"),
+        ("[tsa]\nworkers = 'two'\n", "expected int"),
     ],
 )
 def test_mistakes_are_refused_with_the_reason(tmp_path: Path, text: str, complaint: str) -> None:
