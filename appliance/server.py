@@ -319,6 +319,13 @@ async def health(request: web.Request) -> web.Response:
     mono_now, real_now = timekeeper.now_pair()
     assessment = timekeeper.assess(mono_now)
     document = health_document(assessment, mono_now, real_now, timekeeper.driver_notes())
+    workers = request.app.get(WORKERS)
+    if workers is not None:
+        document["tsa_workers"] = {
+            "configured": workers.size,
+            "alive": workers.alive(),
+            "restarts": workers.restarts,
+        }
     return web.json_response(document, status=200 if assessment.issuing else 503)
 
 

@@ -99,6 +99,15 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
             f"crystal      {document['frequency_ppm']:+.3f} ppm"
             + (f" ± {skew:.3f} ppm" if skew is not None else "")
         )
+    workers = document.get("tsa_workers")
+    if workers:
+        alive, configured = workers.get("alive"), workers.get("configured")
+        restarts = workers.get("restarts") or 0
+        lines.append(
+            _paint(f"{'TSA workers':12}", "selected" if alive == configured else "alarm", color)
+            + f" {alive}/{configured} running"
+            + (f", {restarts} restarted" if restarts else "")
+        )
     sources = document.get("sources") or []
     lines.append("")
     lines.append(f"{'SOURCE':<24} {'STATUS':<14} {'OFFSET':>12} {'BOUND':>12} {'AGE':>7}  REASON")

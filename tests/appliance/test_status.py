@@ -53,6 +53,16 @@ def test_render_reads_at_a_glance() -> None:
     assert "\033[" not in text  # no colour unless on a terminal
 
 
+def test_render_shows_the_tsa_workers_when_there_are_some() -> None:
+    assert "TSA workers" not in render(HEALTHY)
+    running = render({**HEALTHY, "tsa_workers": {"configured": 2, "alive": 2, "restarts": 0}})
+    assert "TSA workers  2/2 running" in running and "restarted" not in running
+    short = render(
+        {**HEALTHY, "tsa_workers": {"configured": 2, "alive": 1, "restarts": 3}}, color=True
+    )
+    assert "1/2 running, 3 restarted" in short and "\033[31m" in short
+
+
 def test_render_not_issuing_says_why_in_colour() -> None:
     doc = {
         **HEALTHY,

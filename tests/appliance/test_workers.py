@@ -334,6 +334,8 @@ def test_a_killed_worker_is_restarted_and_stopping_leaves_no_process_behind(
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: metric(base, "horodate_tsa_worker_restarts_total") == 1, 30, "a restart")
     wait_until(lambda: metric(base, "horodate_tsa_workers_alive") == 2, 30, "two workers again")
+    _, health = http(f"{base}/health")
+    assert json.loads(health)["tsa_workers"] == {"configured": 2, "alive": 2, "restarts": 1}
     after = [stamp(base, 100 + i) for i in range(40)]
     serials = [r.info.serial for r in before + after if r.info]
     assert len(serials) == 60 and len(set(serials)) == 60
