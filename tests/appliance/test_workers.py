@@ -344,3 +344,32 @@ def test_a_killed_worker_is_restarted_and_stopping_leaves_no_process_behind(
     assert proc.wait(20) == 0
     survivors = [pid for pid in workers_ | children(proc.pid) if Path(f"/proc/{pid}").exists()]
     assert survivors == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_tokens_from_every_process_pass_openssl_and_rfc3161_client(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """Tokens signed by the worker processes, as by the main one, verify with the real
+    verifiers (each request on a new connection, so every process gets some)."""
+    from cryptography import x509
+    from rfc3161_client import TimestampRequestBuilder, VerifierBuilder, decode_timestamp_response
+
+    from appliance.tsa.client import verify_with_openssl
+
+    base, _, data = appliance_with_workers
+    ca_pem = (data / "keys" / "ca.pem").read_bytes()
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    for i in range(24):
+        record = b"attendance record %d" % i
+        request = TimestampRequestBuilder().data(record).nonce(nonce=True).build()
+        status, body = http(f"{base}/tsa", request.as_bytes())
+        assert status == 200
+        verifier = VerifierBuilder.from_request(request).add_root_certificate(ca).build()
+        assert verifier.verify_message(decode_timestamp_response(body), record)
+        assert "OK" in verify_with_openssl(
+            body, message_imprint=hashlib.sha512(record).digest(), ca_pem=ca_pem
+        )
+    served = [p.name for p in data.glob("issued*.log") if list(read_log(p))]
+    assert len(served) >= 2, f"only {served} answered"
