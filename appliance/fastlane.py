@@ -288,6 +288,8 @@ class FastLane(asyncio.Protocol):
         self._bridge = _Bridge(self._transport, self._config.backend)
         data, self._buf = bytes(self._buf), bytearray()
         self._bridge.to_backend(data)
+        if self._eof:  # the client half-closed before this request's turn came
+            self._bridge.client_eof()
 
     def _check_idle(self) -> None:
         transport = self._transport

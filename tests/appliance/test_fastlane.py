@@ -847,6 +847,20 @@ async def test_half_close_after_pipelined_posts_still_gets_every_reply(
     assert data.endswith(b"lane:three")
 
 
+async def test_half_close_before_a_bridged_request_is_passed_on_not_left_hanging(
+    served: serving.Listening,
+) -> None:
+    """The EOF came while the lane was answering; the next request goes to aiohttp with the
+    EOF after it, so the connection ends (aiohttp's own way) instead of idling for 75 s."""
+    async with connect(served.port) as (reader, writer):
+        writer.write(post(b"slow") + GET_HEALTH)
+        writer.write_eof()
+        first = await read_response(reader)
+        rest = await read_eof(reader)  # within DEADLINE_S, not aiohttp's keep-alive
+    assert first.body == b"lane:slow"
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 200 OK")
+
+
 async def test_without_a_tsa_everything_goes_to_aiohttp() -> None:
     async with serving.listening(make_app(), serving.bind_public(HOST, 0)) as where:
         reply = await exchange(where.port, PLAIN)
