@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -38,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from appliance.clock import ClockState, Ensemble, Policy, Window
@@ -61,6 +64,47 @@ _FAILS: Final = tuple(FailInfo)
 _PER_WORKER: Final = 1 + len(_FAILS)
 
 
+class ProcessLock:
+    """A lock between processes that the kernel releases when its holder dies.
+
+    ``flock`` on a file each process opens for itself (a POSIX semaphore, multiprocessing's
+    ``Lock``, would stay taken by a worker killed while holding it, and every token of
+    every process would wait forever). A thread lock in front serialises this process's
+    own threads, which share one open file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch(mode=0o600, exist_ok=True)
+        self._fd = -1
+        self._pid = 0
+        self._threads = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._fd, self._pid, self._threads = -1, 0, threading.Lock()
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._pid != os.getpid():  # first use in this process (or after a fork)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
 class SharedGenTimeFloor:
     """The latest genTime of the TSA, in shared memory (``GenTimeFloor``'s interface)."""
 
@@ -81,15 +125,18 @@ class SharedClock:
     """The time ticket, the genTime floor and the workers' counters, in shared memory.
 
     Made by the main process before the workers start and handed to each (it pickles into
-    a spawned process). Every read and write of the ticket holds ``lock``.
+    a spawned process). Every read and write of the ticket holds one :class:`ProcessLock`,
+    every use of the genTime floor another; their files live in ``lock_dir``.
     """
 
-    def __init__(self, *, crystal_max_ppm: float, max_error_ns: int, workers: int) -> None:
+    def __init__(
+        self, *, crystal_max_ppm: float, max_error_ns: int, workers: int, lock_dir: Path
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._lock = ctx.Lock()
+        self._lock = ProcessLock(lock_dir / "time-ticket.lock")
         self._ticket = ctx.RawArray(ctypes.c_int64, 6)
         self._reason = ctx.RawArray(ctypes.c_char, _REASON_BYTES)
-        self._floor_lock = ctx.Lock()
+        self._floor_lock = ProcessLock(lock_dir / "gentime-floor.lock")
         self._floor_cell = ctx.RawValue(ctypes.c_int64, 0)
         # one block per worker, then the tally of workers that died (restarted from zero)
         self._counters = ctx.RawArray(ctypes.c_int64, (workers + 1) * _PER_WORKER)
@@ -101,11 +148,12 @@ class SharedClock:
         self._refuse("the clock has not published a time yet", ClockState.STARTING.value)
 
     @classmethod
-    def for_policy(cls, policy: Policy, *, workers: int) -> SharedClock:
+    def for_policy(cls, policy: Policy, *, workers: int, lock_dir: Path) -> SharedClock:
         return cls(
             crystal_max_ppm=policy.crystal_max_ppm,
             max_error_ns=policy.max_error_ns,
             workers=workers,
+            lock_dir=lock_dir,
         )
 
     @property
@@ -241,6 +289,7 @@ class WorkerSpec:
     backend: str
     shared: SharedClock
     log_level: int
+    parent_pid: int  # the main process: a worker outliving it stops
 
     @property
     def name(self) -> str:
@@ -288,6 +337,11 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     try:
         while not stop.is_set():
             spec.shared.record_stats(spec.index, tsa.granted, tsa.refused)
+            if os.getppid() != spec.parent_pid:
+                # Killed without a word (kill -9, OOM): nobody publishes the time any more,
+                # and this process would keep the port from the next start.
+                log.error("worker %s: the main process is gone; stopping", spec.name)
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
     finally:
@@ -337,7 +391,7 @@ class WorkerPool:
     def start(self, public: socket.socket, backend: str) -> None:
         level = logging.getLogger().getEffectiveLevel()
         self._specs = [
-            WorkerSpec(i, self._config, public, backend, self._shared, level)
+            WorkerSpec(i, self._config, public, backend, self._shared, level, os.getpid())
             for i in range(self._shared.workers)
         ]
         self._procs = [self._spawn(spec) for spec in self._specs]

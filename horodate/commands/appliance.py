@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
             from appliance.service import policy_for
             from appliance.workers import SharedClock
 
-            shared = SharedClock.for_policy(policy_for(config), workers=config.tsa.workers)
+            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shared = SharedClock.for_policy(
+                policy_for(config), workers=config.tsa.workers, lock_dir=config.data_dir
+            )
         app = build_app(config, gen_floor=shared.floor if shared else None)
     except (ConfigError, StartupError) as e:
         print(f"horodate appliance: {e}", file=sys.stderr)

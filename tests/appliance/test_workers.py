@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,8 +36,15 @@ NS = 1_000_000_000
 MAX_ERROR_NS = NS
 
 
+# The lock files of the SharedClocks made here (removed when the test process ends).
+_LOCKS = tempfile.TemporaryDirectory(prefix="horodate-test-locks-")
+LOCK_DIR = Path(_LOCKS.name)
+
+
 def shared_clock(workers_: int = 1) -> SharedClock:
-    return SharedClock(crystal_max_ppm=100.0, max_error_ns=MAX_ERROR_NS, workers=workers_)
+    return SharedClock(
+        crystal_max_ppm=100.0, max_error_ns=MAX_ERROR_NS, workers=workers_, lock_dir=LOCK_DIR
+    )
 
 
 @pytest.fixture
@@ -107,7 +116,7 @@ def test_the_ticket_still_holds_the_truth_when_the_crystal_is_off_by_up_to_its_m
     truth0: int, below: int, above: int, ppm: float, age: int
 ) -> None:
     """Truth moves at (1 + ppm·10⁻⁶) per raw-monotonic ns: the answer's bound covers it."""
-    shared = SharedClock(crystal_max_ppm=100.0, max_error_ns=10 * NS, workers=1)
+    shared = SharedClock(crystal_max_ppm=100.0, max_error_ns=10 * NS, workers=1, lock_dir=LOCK_DIR)
     m0 = 5_000 * NS
     shared.publish(Window(m0, truth0 - below, truth0 + above, ClockState.SYNCHRONISED))
     original = workers.mono_ns
@@ -127,6 +136,40 @@ def test_the_genTime_floor_is_one_value_for_every_holder() -> None:
         a.value = 42
     with b.lock:
         assert b.value == 42
+
+
+def _hold_the_floor_lock(shared: SharedClock, holding: Any) -> None:
+    with shared.floor.lock:
+        holding.set()
+        time.sleep(60)  # killed before it lets go
+
+
+def test_a_process_killed_while_holding_a_lock_does_not_stop_the_others() -> None:
+    """A worker dying inside the genTime floor's lock (OOM killer, kill -9) must not leave
+    every other process waiting forever: the kernel releases its lock."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    shared = shared_clock()
+    holding = ctx.Event()
+    child = ctx.Process(target=_hold_the_floor_lock, args=(shared, holding))
+    child.start()
+    try:
+        assert holding.wait(30), "the child never took the lock"
+        taken = threading.Event()
+
+        def take() -> None:
+            with shared.floor.lock:
+                taken.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        assert not taken.wait(0.3)  # it is held: we wait
+        os.kill(child.pid or 0, signal.SIGKILL)
+        assert taken.wait(5), "the lock of a dead process was never released"
+    finally:
+        child.kill()
+        child.join(5)
 
 
 def test_worker_counters_add_up_and_survive_a_restart() -> None:
@@ -373,3 +416,28 @@ def test_tokens_from_every_process_pass_openssl_and_rfc3161_client(
         )
     served = [p.name for p in data.glob("issued*.log") if list(read_log(p))]
     assert len(served) >= 2, f"only {served} answered"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_workers_stop_when_the_main_process_is_killed(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """kill -9 of the main process (outside systemd, which would kill the whole group):
+    the workers notice and stop, and the port is free for the next start."""
+    base, proc, _ = appliance_with_workers
+    workers_ = {
+        pid
+        for pid in children(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    assert len(workers_) == 2
+    proc.kill()
+    proc.wait(10)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers_), 10, "workers gone"
+    )
+    port = int(base.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))  # nobody listens on it any more
