@@ -18,10 +18,14 @@ What a worker shares with the main process, in shared memory (:class:`SharedCloc
 - **The genTime floor** (:class:`SharedGenTimeFloor`): genTime never goes backwards
   across all the tokens of the TSA, whichever process signs them.
 
+Both are read and written under :class:`ProcessLock`, an ``flock`` the kernel releases if
+its holder dies, so one worker killed at the wrong instant cannot stop the others.
+
 What a worker keeps to itself: its serial-number state and its issuance log
 (``serials-wN.state``, ``issued-wN.log``; each its own random instance id, so serials stay
 unique), its engine and its counters, which it copies to shared memory each second for
-``/metrics``. The main process restarts a worker that dies.
+``/metrics``. The main process restarts a worker that dies; a worker whose main process
+is gone stops.
 """
 
 from __future__ import annotations
