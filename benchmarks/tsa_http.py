@@ -2,11 +2,12 @@
 
 Runs ``wrk -t2 -c16`` (Debian package ``wrk``) against (1) ``benchmarks/echo_server.py``
 and (2) ``horodate appliance --simulate --workers N`` once it issues, for each N asked
-(default: 0, the main process alone, and 2), each a separate set of processes on loopback,
-and prints requests/s, the granted count, the ratio to the echo, and the appliance's memory
-(all its processes) before and after two sustained runs (flat memory under load).
+(default: 0, the main process alone, and 1, what serves the most on 2 cores), each a
+separate set of processes on loopback, and prints requests/s, the granted count, the ratio
+to the echo, and the appliance's memory (all its processes) before and after two sustained
+runs (flat memory under load).
 
-    python benchmarks/tsa_http.py [--seconds 10] [--connections 16] [--workers 0,2]
+    python benchmarks/tsa_http.py [--seconds 10] [--connections 16] [--workers 0,1]
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def main() -> int:
     parser.add_argument(
         "--workers",
         type=lambda text: [int(n) for n in text.split(",")],
-        default=[0, 2],
-        help="comma-separated worker counts to measure (default 0,2)",
+        default=[0, 1],
+        help="comma-separated worker counts to measure (default 0,1)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
