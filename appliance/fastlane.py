@@ -247,7 +247,7 @@ class FastLane(asyncio.Protocol):
             if self._eof:
                 transport.close()  # an incomplete request will not be completed
             return
-        if not isinstance(framed, Framed):
+        if not isinstance(framed, Framed) or not self._flush.serves_tokens:
             self._hand_over()
             return
         end = framed.head_len + framed.body_len
@@ -307,13 +307,20 @@ class FastLane(asyncio.Protocol):
 class Flush:
     """Replies waiting for their tokens' records, made durable once per loop iteration."""
 
-    def __init__(self, tokens: Tokens) -> None:
+    def __init__(self, tokens: Tokens | None) -> None:
+        """``tokens``: the TSA; ``None``, an application without one: every request goes
+        to aiohttp."""
         self._tokens = tokens
         self.lanes: set[FastLane] = set()  # the open connections, to close when stopping
         self._pending: list[tuple[FastLane, bytes, bytes | None, bool]] = []
         self._scheduled = False
 
+    @property
+    def serves_tokens(self) -> bool:
+        return self._tokens is not None
+
     def add(self, lane: FastLane, body: bytes, close: bool) -> None:
+        assert self._tokens is not None, "the lane hands requests over when there is no TSA"
         try:
             der, record = self._tokens.sign(body)
         except Exception:
@@ -333,6 +340,7 @@ class Flush:
     def _run(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
+        assert self._tokens is not None  # pending only fills through add()
         records = [record for _, _, record, _ in pending if record is not None]
         if not records:
             self._deliver(pending, True)
@@ -346,6 +354,7 @@ class Flush:
     def _deliver(
         self, pending: list[tuple[FastLane, bytes, bytes | None, bool]], durable: bool
     ) -> None:
+        assert self._tokens is not None
         withheld = None if durable else self._tokens.withheld()
         for lane, der, record, close in pending:
             lane._reply(der if durable or record is None else withheld, close)

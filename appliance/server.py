@@ -105,20 +105,14 @@ class TsaService:
         return bytes(self.authority.reject(FailInfo.systemFailure, "issuance log unavailable"))
 
     async def answer(self, body: bytes) -> bytes:
-        """:meth:`sign`, then wait for the record's durability without blocking the loop
-        (the issuance log's writer thread groups concurrent records). Never raises."""
+        """:meth:`sign`, then :meth:`commit`, awaiting durability without blocking the
+        loop (for the aiohttp route; the fast lane calls both itself). Never raises."""
         der, record = self.sign(body)
         if record is None:
             return der
-        assert self.journal is not None
-        try:
-            await self.journal.append_frame_async(record)
-        except Exception:
-            log.exception("tsa: issuance log failed; withholding a token")
-            self.refused[FailInfo.systemFailure.name] += 1
-            return self.withheld()
-        self.granted += 1
-        return der
+        durable: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.commit([record], durable.set_result)
+        return der if await durable else self.withheld()
 
     def _refuse(self, fail_info: FailInfo, text: str) -> bytes:
         """A refusal the engine did not make itself (the service's own checks), counted."""

@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -80,9 +80,7 @@ async def listening(
         if tokens is None and TSA in app:
             tokens = app[TSA]
         config = LaneConfig(max_body=app[CONFIG].max_request_bytes, backend=name)
-        if tokens is None:
-            config = LaneConfig(max_body=-1, backend=name)  # nothing is the lane's
-        flush = Flush(tokens or _NO_TOKENS)
+        flush = Flush(tokens)  # no TSA: every request is handed over to the application
         server = await loop.create_server(lambda: FastLane(flush, config), sock=public)
         host, port = public.getsockname()[:2]
         yield Listening(host=host, port=port, backend=name)
@@ -93,22 +91,6 @@ async def listening(
             flush.close_all()  # asyncio's close() leaves accepted connections open
         await runner.cleanup()  # the app's cleanup: hardware stopped, log closed
         backend_sock.close()
-
-
-class _NoTokens:
-    """For an application without a TSA: the lane frames nothing (max_body -1)."""
-
-    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
-        raise AssertionError("no TSA: the lane should not have framed a request")
-
-    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
-        raise AssertionError("no TSA")
-
-    def withheld(self) -> bytes:
-        raise AssertionError("no TSA")
-
-
-_NO_TOKENS = _NoTokens()
 
 
 async def serve_forever(

@@ -149,7 +149,7 @@ class SharedClock:
         self._rate_ppb = int(crystal_max_ppm * 1000) + 1
         self._max_error_ns = max_error_ns
         self.last_state = ""  # the state behind the last token_time of this process
-        self._refuse("the clock has not published a time yet", ClockState.STARTING.value)
+        self.refuse("the clock has not published a time yet", ClockState.STARTING.value)
 
     @classmethod
     def for_policy(cls, policy: Policy, *, workers: int, lock_dir: Path) -> SharedClock:
@@ -174,9 +174,6 @@ class SharedClock:
             self._reason.value = b""
 
     def refuse(self, reason: str, state: str) -> None:
-        self._refuse(reason, state)
-
-    def _refuse(self, reason: str, state: str) -> None:
         index = next((i for i, s in enumerate(_STATES) if s.value == state), 0)
         encoded = reason.encode("utf-8", "replace")[: _REASON_BYTES - 1]
         with self._lock:

@@ -581,10 +581,7 @@ class IssuanceLog:
 
     async def append_async(self, rec: Issued) -> None:
         """As :meth:`append`, awaiting durability without blocking the event loop."""
-        await self.append_frame_async(encode_record(rec))
-
-    async def append_frame_async(self, frame: bytes) -> None:
-        """As :meth:`append_async`, for a record already encoded by :func:`encode_record`."""
+        frame = encode_record(rec)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:

@@ -266,6 +266,15 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def worker_pids(proc: subprocess.Popen[bytes]) -> set[int]:
+    """The TSA worker processes of a running ``horodate appliance``."""
+    return {
+        pid
+        for pid in children(proc.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+
+
 @pytest.fixture
 def appliance_with_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     data = tmp_path / "appliance"
@@ -367,11 +376,7 @@ def test_a_killed_worker_is_restarted_and_stopping_leaves_no_process_behind(
 ) -> None:
     base, proc, _ = appliance_with_workers
     before = [stamp(base, i) for i in range(20)]
-    workers_ = {
-        pid
-        for pid in children(proc.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    }
+    workers_ = worker_pids(proc)
     assert len(workers_) == 2
     victim = min(workers_)
     os.kill(victim, signal.SIGKILL)
@@ -426,11 +431,7 @@ def test_workers_stop_when_the_main_process_is_killed(
     """kill -9 of the main process (outside systemd, which would kill the whole group):
     the workers notice and stop, and the port is free for the next start."""
     base, proc, _ = appliance_with_workers
-    workers_ = {
-        pid
-        for pid in children(proc.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    }
+    workers_ = worker_pids(proc)
     assert len(workers_) == 2
     proc.kill()
     proc.wait(10)
