@@ -33,7 +33,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class Tokens(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Framed:
+class Framed(NamedTuple):
     """One request the lane serves: the head's length, the body's, and Connection: close."""
 
     head_len: int
@@ -89,37 +88,59 @@ def frame(buf: bytes | bytearray, max_body: int) -> Framed | str | None:
             return NOT_OURS
         return None
     head = bytes(buf[: end + 2])  # the request line and the headers, each ending in CRLF
-    if not head.startswith(REQUEST_LINE) or _CONTROL.search(head.replace(b"\r\n", b"")):
+    try:
+        parsed = _heads[head]
+    except KeyError:
+        parsed = _parse_head(head)
+        if len(head) <= _HEAD_CACHE_MAX_BYTES:
+            if len(_heads) >= _HEAD_CACHE_SIZE:
+                _heads.clear()
+            _heads[head] = parsed
+    if parsed is None or parsed[0] > max_body:
         return NOT_OURS
+    return Framed(head_len=end + len(_END), body_len=parsed[0], close=parsed[1])
+
+
+# A client sends the same head with every request of a connection (and clients of one kind
+# the same as each other): the parse of each recent head is kept, keyed by its bytes.
+_HEAD_CACHE_SIZE: Final = 256
+_HEAD_CACHE_MAX_BYTES: Final = 1024
+_heads: dict[bytes, tuple[int, bool] | None] = {}
+
+
+def _parse_head(head: bytes) -> tuple[int, bool] | None:
+    """(Content-Length, Connection: close) of a head the lane serves, else None."""
+    if not head.startswith(REQUEST_LINE) or _CONTROL.search(head.replace(b"\r\n", b"")):
+        return None
     length: int | None = None
     typed = close = False
     hosts = 0
     for line in head[len(REQUEST_LINE) : -2].split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.match(name):
-            return NOT_OURS  # no colon, whitespace before it, obsolete line folding
+            return None  # no colon, whitespace before it, obsolete line folding
         name = name.lower()
         value = value.strip(b" \t")
         if name == b"content-length":
             if length is not None or not value.isdigit() or len(value) > 9:
-                return NOT_OURS
+                return None
             length = int(value)
         elif name == b"content-type":
             if typed or value.lower() != QUERY_TYPE:
-                return NOT_OURS
+                return None
             typed = True
         elif name == b"connection":
             options = {o.strip(b" \t").lower() for o in value.split(b",")}
             if not options <= {b"keep-alive", b"close"}:
-                return NOT_OURS
+                return None
             close = close or b"close" in options
         elif name == b"host":
             hosts += 1
         elif name in (b"transfer-encoding", b"expect", b"upgrade"):
-            return NOT_OURS
-    if length is None or not typed or length > max_body or hosts != 1:  # RFC 9112 §3.2
-        return NOT_OURS
-    return Framed(head_len=end + len(_END), body_len=length, close=close)
+            return None
+    if length is None or not typed or hosts != 1:  # RFC 9112 §3.2
+        return None
+    return length, close
 
 
 class _HttpDate:

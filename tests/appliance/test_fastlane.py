@@ -36,7 +36,7 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import serving
+from appliance import fastlane, serving
 from appliance.fastlane import (
     MAX_HEAD_BYTES,
     NOT_OURS,
@@ -113,6 +113,29 @@ def test_empty_body_and_body_at_the_cap_frame() -> None:
     assert frame(post(b""), MAX_BODY) == Framed(len(post(b"")), 0, False)
     at_cap = post(b"x" * MAX_BODY)
     assert frame(at_cap, MAX_BODY) == Framed(len(at_cap) - MAX_BODY, MAX_BODY, False)
+
+
+def test_a_repeated_head_is_framed_from_the_cache_under_each_callers_cap() -> None:
+    fastlane._heads.clear()
+    buf = post(b"x" * 10)
+    assert frame(buf, 100) == Framed(len(buf) - 10, 10, False)
+    assert len(fastlane._heads) == 1
+    assert frame(buf, 5) == NOT_OURS  # the same head, a smaller cap: aiohttp answers 413
+    assert frame(buf, 100) == Framed(len(buf) - 10, 10, False)
+    refused = post(content_type=b"text/plain")
+    assert frame(refused, 100) == NOT_OURS
+    assert frame(refused, 100) == NOT_OURS  # a refusal is remembered as one too
+
+
+def test_the_head_cache_stays_bounded() -> None:
+    fastlane._heads.clear()
+    for i in range(1000):  # a client varying its head with every request
+        assert isinstance(frame(post(extra=(b"X-N: %d" % i,)), MAX_BODY), Framed)
+        assert len(fastlane._heads) <= 256
+    fastlane._heads.clear()
+    long_head = post(extra=(b"X-Pad: " + b"a" * 2000,))
+    assert isinstance(frame(long_head, MAX_BODY), Framed)
+    assert not fastlane._heads, "a long head is parsed, never kept"
 
 
 def test_header_names_are_case_insensitive() -> None:
@@ -264,7 +287,9 @@ def test_duplicate_host_is_not_ours() -> None:
 
 
 def check_invariants(buf: bytes, max_body: int = MAX_BODY) -> Framed | str | None:
-    """``frame(buf)`` never raises; when it frames, the frame lies inside ``buf`` and the cap."""
+    """``frame(buf)`` never raises; when it frames, the frame lies inside ``buf`` and the cap.
+    The answer parsed afresh is the answer from the cache of heads."""
+    fastlane._heads.clear()
     framed = frame(buf, max_body)
     assert framed is None or framed == NOT_OURS or isinstance(framed, Framed)
     assert frame(bytearray(buf), max_body) == framed
