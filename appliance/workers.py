@@ -355,6 +355,22 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
         log.info("worker %s stopped: %d tokens granted", spec.name, tsa.granted)
 
 
+class RestartBackoff:
+    """How long to wait before restarting a worker that died: 1 s, doubling to 30 s while
+    it keeps dying soon after each start, back to 1 s once it has run ``healthy_s``."""
+
+    def __init__(self, first_s: float = 1.0, max_s: float = 30.0, healthy_s: float = 60.0) -> None:
+        self._first_s, self._max_s, self._healthy_s = first_s, max_s, healthy_s
+        self._next_s = first_s
+
+    def delay(self, ran_s: float) -> float:
+        """The wait before the next start, for a worker that ran ``ran_s`` seconds."""
+        if ran_s >= self._healthy_s:
+            self._next_s = self._first_s
+        delay, self._next_s = self._next_s, min(self._next_s * 2, self._max_s)
+        return delay
+
+
 class WorkerPool:
     """Starts the worker processes, restarts the ones that die, stops them all."""
 
@@ -422,22 +438,24 @@ class WorkerPool:
         return proc
 
     def _watch(self) -> None:
-        backoff = [1.0] * len(self._procs)
+        backoff = [RestartBackoff() for _ in self._procs]
+        started = [time.monotonic()] * len(self._procs)
         while not self._stopping.wait(0.5):
             for i, p in enumerate(self._procs):
                 if p.is_alive() or self._stopping.is_set():
                     continue
                 spec = self._specs[i]
+                delay = backoff[i].delay(time.monotonic() - started[i])
                 log.error(
                     "worker %s (pid %s) exited with status %s; restarting in %.0f s",
                     spec.name,
                     p.pid,
                     p.exitcode,
-                    backoff[i],
+                    delay,
                 )
-                if self._stopping.wait(backoff[i]):
+                if self._stopping.wait(delay):
                     return
-                backoff[i] = min(backoff[i] * 2, 30.0)
                 self._shared.retire(i)
                 self._procs[i] = self._spawn(spec)
+                started[i] = time.monotonic()
                 self.restarts += 1

@@ -185,6 +185,13 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
     assert refused == Counter({"badAlg": 2, "timeNotAvailable": 1})
 
 
+def test_restart_backoff_doubles_while_a_worker_keeps_dying_and_resets_after_a_good_run() -> None:
+    backoff = workers.RestartBackoff(first_s=1.0, max_s=30.0, healthy_s=60.0)
+    assert [backoff.delay(ran_s=2.0) for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff.delay(ran_s=3600.0) == 1.0  # it had run an hour: a fresh failure
+    assert backoff.delay(ran_s=0.5) == 2.0
+
+
 def test_the_publisher_hands_on_the_ensembles_verdict() -> None:
     m = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
     ensemble = Ensemble(Policy())
