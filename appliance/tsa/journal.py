@@ -694,10 +694,17 @@ class IssuanceLog:
             for b in failed:
                 b.settle(self._failed)
 
-    def _write_all(self, fd: int, data: bytes, offset: int) -> None:
+    def _write_all(
+        self,
+        fd: int,
+        data: bytes,
+        offset: int,
+        pwrite: Callable[[int, bytes, int], int] | None = None,
+    ) -> None:
+        pwrite = pwrite or self._pwrite
         written = 0
         while written < len(data):
-            n = self._pwrite(fd, data[written:] if written else data, offset + written)
+            n = pwrite(fd, data[written:] if written else data, offset + written)
             if n <= 0:
                 raise OSError(errno.EIO, "write returned 0")
             written += n
@@ -710,10 +717,7 @@ class IssuanceLog:
             return
         size = self._size
         try:  # not through the injectable pwrite/fsync: those stand for record commits
-            zeros = bytes(GROW_BYTES)
-            done = 0
-            while done < GROW_BYTES:
-                done += os.pwrite(self._fd, zeros[done:], size + done)
+            self._write_all(self._fd, bytes(GROW_BYTES), size, pwrite=os.pwrite)
             os.fdatasync(self._fd)
         except OSError as e:
             self._grow_after = time.monotonic() + _GROW_RETRY_S
