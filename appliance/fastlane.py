@@ -18,10 +18,11 @@ order.
 Requests on one connection are answered one at a time, in order (pipelining is allowed).
 An idle keep-alive connection is closed after ``idle_timeout_s``.
 
-Tokens are signed as requests arrive; their issuance-log records are made durable together,
-once per event-loop iteration (:class:`Flush`: one write and one fsync for every token
-signed in that iteration, in the loop's own thread), and only then do the replies leave —
-the group commit of a database's write-ahead log, without a thread hand-off per token.
+Tokens are signed as requests arrive; the issuance-log records of the tokens signed in one
+event-loop iteration go to the log's writer thread together (:class:`Flush`: one hand-off
+and one callback per group, not per token), which writes and fsyncs them with whatever
+else is pending, and only then do the replies leave — the group commit of a database's
+write-ahead log.
 """
 
 from __future__ import annotations

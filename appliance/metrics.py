@@ -8,9 +8,33 @@ is no global registry to keep consistent.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(slots=True)
+class TsaTally:
+    """What the TSA of one process has counted, or of every process added up."""
+
+    granted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
+    log_records: int = 0  # issuance-log records made durable
+    log_commits: int = 0  # write + fdatasync of a group of records
+    log_bytes: int = 0
+    log_failures: int = 0  # commits that failed: their tokens were withheld
+    logs_stopped: int = 0  # issuance logs refusing every record (an fsync failed)
+
+    def add(self, other: TsaTally) -> None:
+        self.granted += other.granted
+        self.refused.update(other.refused)
+        self.log_records += other.log_records
+        self.log_commits += other.log_commits
+        self.log_bytes += other.log_bytes
+        self.log_failures += other.log_failures
+        self.logs_stopped += other.logs_stopped
 
 
 def _escape_label(value: str) -> str:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from appliance.clock import Assessment
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from appliance.metrics import Exposition
+from appliance.metrics import Exposition, TsaTally
 from appliance.timekeeper import Timekeeper
 from appliance.tsa.errors import FailInfo
 from appliance.tsa.journal import Issued, encode_record
@@ -114,6 +114,18 @@ class TsaService:
         self.commit([record], durable.set_result)
         return der if await durable else self.withheld()
 
+    def tally(self) -> TsaTally:
+        """This process's counts: tokens, refusals and its issuance log."""
+        tally = TsaTally(granted=self.granted, refused=Counter(self.refused))
+        if self.journal is not None:
+            stats = self.journal.stats
+            tally.log_records = stats.records
+            tally.log_commits = stats.fsyncs
+            tally.log_bytes = stats.bytes_written
+            tally.log_failures = stats.failures
+            tally.logs_stopped = int(stats.stopped)
+        return tally
+
     def _refuse(self, fail_info: FailInfo, text: str) -> bytes:
         """A refusal the engine did not make itself (the service's own checks), counted."""
         self.refused[fail_info.name] += 1
@@ -155,7 +167,7 @@ class WorkerStatus(Protocol):
 
     def alive(self) -> int: ...
 
-    def stats(self) -> tuple[int, Counter[str]]: ...
+    def stats(self) -> TsaTally: ...
 
 
 WORKERS = web.AppKey("tsa_workers", WorkerStatus)
@@ -320,10 +332,33 @@ async def health(request: web.Request) -> web.Response:
             "alive": workers.alive(),
             "restarts": workers.restarts,
         }
-    return web.json_response(document, status=200 if assessment.issuing else 503)
+    if TSA in request.app:
+        tally = tsa_tally(request.app)
+        document["tsa"] = {
+            "tokens_granted": tally.granted,
+            "requests_refused": sum(tally.refused.values()),
+            "issuance_logs_stopped": tally.logs_stopped,
+        }
+        if tally.logs_stopped and document["issuing"]:
+            # The clock could, but a process whose log stopped withholds every token.
+            document["issuing"] = False
+            document["reason"] = (
+                f"{tally.logs_stopped} issuance log(s) stopped after a failed fsync: their "
+                "tokens are withheld; see the appliance's log, check the disk, restart"
+            )
+    return web.json_response(document, status=200 if document["issuing"] else 503)
 
 
 # --- metrics ---------------------------------------------------------------------------
+
+
+def tsa_tally(app: web.Application) -> TsaTally:
+    """The counts of every process that answers ``POST /tsa``: this one and its workers."""
+    tally = app[TSA].tally()
+    workers = app.get(WORKERS)
+    if workers is not None:
+        tally.add(workers.stats())
+    return tally
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -408,12 +443,9 @@ async def metrics(request: web.Request) -> web.Response:
     )
     if TSA in request.app:
         service = request.app[TSA]
-        granted, refused = service.granted, Counter(service.refused)
+        tally = tsa_tally(request.app)
         workers = request.app.get(WORKERS)
         if workers is not None:
-            worker_granted, worker_refused = workers.stats()
-            granted += worker_granted
-            refused.update(worker_refused)
             e.add(
                 "horodate_tsa_workers",
                 "gauge",
@@ -436,9 +468,9 @@ async def metrics(request: web.Request) -> web.Response:
             "horodate_tsa_tokens_granted_total",
             "counter",
             "Time-stamp tokens granted, by every process",
-            granted,
+            tally.granted,
         )
-        for reason, count in sorted(refused.items()):
+        for reason, count in sorted(tally.refused.items()):
             e.add(
                 "horodate_tsa_requests_refused_total",
                 "counter",
@@ -446,6 +478,36 @@ async def metrics(request: web.Request) -> web.Response:
                 count,
                 {"fail_info": reason},
             )
+        e.add(
+            "horodate_tsa_issuance_log_records_total",
+            "counter",
+            "Issuance-log records made durable, by every process",
+            tally.log_records,
+        )
+        e.add(
+            "horodate_tsa_issuance_log_commits_total",
+            "counter",
+            "Issuance-log commits (one write and one fdatasync for a group of records)",
+            tally.log_commits,
+        )
+        e.add(
+            "horodate_tsa_issuance_log_bytes_total",
+            "counter",
+            "Bytes written to the issuance logs",
+            tally.log_bytes,
+        )
+        e.add(
+            "horodate_tsa_issuance_log_failures_total",
+            "counter",
+            "Issuance-log commits that failed (their tokens were withheld)",
+            tally.log_failures,
+        )
+        e.add(
+            "horodate_tsa_issuance_logs_stopped",
+            "gauge",
+            "Issuance logs refusing every record after a failed fsync (restart needed)",
+            tally.logs_stopped,
+        )
         engine = service.authority.stats()
         e.add(
             "horodate_tsa_self_check_failures_total",

@@ -41,7 +41,6 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any, Final
 from appliance.clock import ClockState, Ensemble, Policy, Window
 from appliance.clock import TimeNotAvailable as ClockTimeNotAvailable
 from appliance.config import ApplianceConfig
+from appliance.metrics import TsaTally
 from appliance.tsa.errors import FailInfo
 from appliance.tsa.errors import TimeNotAvailable as TsaTimeNotAvailable
 from drivers.monotonic import mono_ns
@@ -63,9 +63,11 @@ _STATES: Final = tuple(ClockState)
 _REASON_BYTES: Final = 240
 # ticket slots
 _MONO, _LO, _HI, _ISSUING, _STATE, _PUBLISHED = range(6)
-# counter slots per worker: granted, then one per failInfo
+# counter slots per worker: granted, one per failInfo, then the issuance log's
 _FAILS: Final = tuple(FailInfo)
-_PER_WORKER: Final = 1 + len(_FAILS)
+_LOG_FIELDS: Final = ("log_records", "log_commits", "log_bytes", "log_failures")
+_STOPPED: Final = 1 + len(_FAILS) + len(_LOG_FIELDS)  # 1 while the worker's log is stopped
+_PER_WORKER: Final = _STOPPED + 1
 
 
 class ProcessLock:
@@ -207,31 +209,40 @@ class SharedClock:
             raise TsaTimeNotAvailable(f"the bound ({bound / 1e6:.1f} ms) exceeds the maximum")
         return utc, bound
 
-    def record_stats(self, index: int, granted: int, refused: Counter[str]) -> None:
+    def record_stats(self, index: int, tally: TsaTally) -> None:
+        """Worker ``index``'s counts (:meth:`TsaService.tally`), for the main process."""
         base = index * _PER_WORKER
         c = self._counters
-        c[base] = granted
+        c[base] = tally.granted
         for i, fail in enumerate(_FAILS, start=1):
-            c[base + i] = refused.get(fail.name, 0)
+            c[base + i] = tally.refused.get(fail.name, 0)
+        for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
+            c[base + i] = getattr(tally, name)
+        c[base + _STOPPED] = tally.logs_stopped
 
     def retire(self, index: int) -> None:
-        """Worker ``index`` died: keep its counts in the tally, its block starts from zero."""
+        """Worker ``index`` died: keep its counts in the tally, its block starts from zero
+        (a stopped log is not carried over: the next worker opens the log afresh)."""
         c, base, tally = self._counters, index * _PER_WORKER, self.workers * _PER_WORKER
-        for i in range(_PER_WORKER):
+        for i in range(_STOPPED):
             c[tally + i] += c[base + i]
+        for i in range(_PER_WORKER):
             c[base + i] = 0
 
-    def stats(self) -> tuple[int, Counter[str]]:
-        """The workers' tokens granted and requests refused (by failInfo), all together."""
-        granted, refused = 0, Counter[str]()
+    def stats(self) -> TsaTally:
+        """The workers' counts, all together (those of workers that died included)."""
+        total = TsaTally()
         c = self._counters
         for w in range(self.workers + 1):
             base = w * _PER_WORKER
-            granted += c[base]
+            total.granted += c[base]
             for i, fail in enumerate(_FAILS, start=1):
                 if c[base + i]:
-                    refused[fail.name] += c[base + i]
-        return granted, refused
+                    total.refused[fail.name] += c[base + i]
+            for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
+                setattr(total, name, getattr(total, name) + c[base + i])
+            total.logs_stopped += c[base + _STOPPED]
+        return total
 
 
 class TicketPublisher:
@@ -337,7 +348,7 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     log.info("worker %s answering POST /tsa", spec.name)
     try:
         while not stop.is_set():
-            spec.shared.record_stats(spec.index, tsa.granted, tsa.refused)
+            spec.shared.record_stats(spec.index, tsa.tally())
             if os.getppid() != spec.parent_pid:
                 # Killed without a word (kill -9, OOM): nobody publishes the time any more,
                 # and this process would keep the port from the next start.
@@ -349,7 +360,7 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
         server.close()
         flush.close_all()
         await server.wait_closed()
-        spec.shared.record_stats(spec.index, tsa.granted, tsa.refused)
+        spec.shared.record_stats(spec.index, tsa.tally())
         tsa.journal.close()
         tsa.serials.close()
         log.info("worker %s stopped: %d tokens granted", spec.name, tsa.granted)
@@ -398,7 +409,7 @@ class WorkerPool:
     def alive(self) -> int:
         return sum(1 for p in self._procs if p.is_alive())
 
-    def stats(self) -> tuple[int, Counter[str]]:
+    def stats(self) -> TsaTally:
         return self._shared.stats()
 
     @property

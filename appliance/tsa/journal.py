@@ -1,9 +1,10 @@
 """The issuance log: every granted token, durably recorded before the client receives it.
 
-Group commit: callers hand a record to :meth:`IssuanceLog.append` (threads) or
-:meth:`IssuanceLog.append_async` (the aiohttp server) and wait until it is durable. One
-writer thread takes every record pending at that moment, writes them with one ``pwrite``
-and makes them durable with ONE ``fdatasync``, then wakes all their callers. A token whose
+Group commit: callers hand records to :meth:`IssuanceLog.submit` (an event loop's group,
+one callback: the TSA), :meth:`IssuanceLog.append_async` (one record, awaited) or
+:meth:`IssuanceLog.append` (threads) and wait until they are durable. One writer thread
+takes every record pending at that moment, writes them with one ``pwrite`` and makes them
+durable with ONE ``fdatasync``, then wakes all their callers. A token whose
 record is not durable is never handed out: the server answers ``systemFailure`` instead.
 The log may therefore hold a record for a token a client did not receive (its connection
 dropped, its wait timed out), never the other way round.
@@ -134,6 +135,7 @@ class JournalStats:
     fsyncs: int
     bytes_written: int
     failures: int
+    stopped: bool = False  # a failed fsync (or a writer crash): every record is refused
 
 
 # Hash names and ensemble states repeat from token to token: encode each once.
@@ -565,6 +567,7 @@ class IssuanceLog:
             fsyncs=self._fsyncs,
             bytes_written=self._bytes,
             failures=self._failures,
+            stopped=self._failed is not None,
         )
 
     # -- callers --------------------------------------------------------------------------

@@ -108,6 +108,16 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
             + f" {alive}/{configured} running"
             + (f", {restarts} restarted" if restarts else "")
         )
+    tsa = document.get("tsa")
+    if tsa:
+        stopped = tsa.get("issuance_logs_stopped") or 0
+        granted = tsa.get("tokens_granted") or 0
+        lines.append(
+            _paint(f"{'TSA':12}", "alarm" if stopped else "selected", color)
+            + f" {granted:,} token{'' if granted == 1 else 's'} granted,"
+            + f" {tsa.get('requests_refused') or 0:,} refused"
+            + (f"; {stopped} issuance log(s) STOPPED" if stopped else "")
+        )
     sources = document.get("sources") or []
     lines.append("")
     lines.append(f"{'SOURCE':<24} {'STATUS':<14} {'OFFSET':>12} {'BOUND':>12} {'AGE':>7}  REASON")

@@ -7,6 +7,7 @@ issuance log by reading it back.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import subprocess
@@ -20,7 +21,7 @@ from appliance.server import ServerConfig, TsaService, create_app, health_docume
 from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
-from appliance.tsa.journal import JournalError, read_log
+from appliance.tsa.journal import IssuanceLog, JournalError, read_log
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
 
@@ -145,7 +146,7 @@ async def test_a_token_that_cannot_be_logged_is_not_handed_out(
     aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     class FullDisk:
-        async def append_async(self, rec: object) -> None:
+        def submit(self, records: object, on_durable: object) -> None:
             raise JournalError("No space left on device")
 
     feed_agreeing_sources(timekeeper, clock)
@@ -254,6 +255,53 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
     assert 'horodate_tsa_requests_refused_total{fail_info="badDataFormat"} 1' in text
     assert "horodate_tsa_self_check_failures_total 0" in text
     assert 'horodate_source_selected{source="gps0"} 1' in text
+    assert "horodate_tsa_issuance_log_records_total 3" in text
+    commits = int(re.search(r"^horodate_tsa_issuance_log_commits_total (\d+)$", text, re.M)[1])
+    assert 1 <= commits <= 3
+    written = int(re.search(r"^horodate_tsa_issuance_log_bytes_total (\d+)$", text, re.M)[1])
+    assert written > 3 * 100  # three records of a hundred-odd bytes each
+    assert "horodate_tsa_issuance_log_failures_total 0" in text
+    assert "horodate_tsa_issuance_logs_stopped 0" in text
+    health = await (await client.get("/health")).json()
+    assert health["tsa"] == {
+        "tokens_granted": 3,
+        "requests_refused": 1,
+        "issuance_logs_stopped": 0,
+    }
+
+
+async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
+    aiohttp_client: Any,
+    timekeeper: Timekeeper,
+    clock: VirtualClock,
+    tsa_service: Any,
+    tmp_path: Path,
+) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    feed_agreeing_sources(timekeeper, clock)
+    journal = IssuanceLog(tmp_path / "eio.log", fsync=failing_fsync)
+    journal.start()
+    try:
+        client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service(journal=journal))
+        assert (await client.get("/health")).status == 200
+        reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
+        assert reply.fail_info == frozenset({FailInfo.systemFailure})  # withheld
+
+        resp = await client.get("/health")
+        assert resp.status == 503
+        doc = await resp.json()
+        assert doc["issuing"] is False
+        assert doc["state"] == "synchronised"  # the clock is fine; the log is not
+        assert "issuance log" in doc["reason"] and "restart" in doc["reason"]
+        assert doc["tsa"]["issuance_logs_stopped"] == 1
+        text = await (await client.get("/metrics")).text()
+        assert "horodate_tsa_issuance_logs_stopped 1" in text
+        assert "horodate_tsa_issuance_log_failures_total 1" in text
+        assert "horodate_tsa_issuance_log_records_total 0" in text
+    finally:
+        journal.close()
 
 
 # --- /sim/faults -------------------------------------------------------------------------

@@ -63,6 +63,19 @@ def test_render_shows_the_tsa_workers_when_there_are_some() -> None:
     assert "1/2 running, 3 restarted" in short and "\033[31m" in short
 
 
+def test_render_shows_the_tokens_and_a_stopped_issuance_log() -> None:
+    counts = {"tokens_granted": 12345, "requests_refused": 7, "issuance_logs_stopped": 0}
+    fine = render({**HEALTHY, "tsa": counts}, color=True)
+    tsa_line = next(line for line in fine.splitlines() if "tokens granted" in line)
+    assert "12,345 tokens granted, 7 refused" in tsa_line and "STOPPED" not in tsa_line
+    assert "\033[31m" not in tsa_line
+    stopped = render({**HEALTHY, "tsa": {**counts, "issuance_logs_stopped": 1}}, color=True)
+    tsa_line = next(line for line in stopped.splitlines() if "tokens granted" in line)
+    assert "1 issuance log(s) STOPPED" in tsa_line and "\033[31m" in tsa_line
+    one = render({**HEALTHY, "tsa": {**counts, "tokens_granted": 1}})
+    assert "1 token granted, 7 refused" in one
+
+
 def test_render_not_issuing_says_why_in_colour() -> None:
     doc = {
         **HEALTHY,

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import appliance.workers as workers
 from appliance.clock import ClockState, Ensemble, Policy, Window
+from appliance.metrics import TsaTally
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply
 from appliance.tsa.errors import TimeNotAvailable
@@ -176,13 +177,30 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
     from collections import Counter
 
     shared = shared_clock(2)
-    shared.record_stats(0, 10, Counter({"badAlg": 2}))
-    shared.record_stats(1, 5, Counter({"timeNotAvailable": 1}))
+    shared.record_stats(
+        0,
+        TsaTally(
+            granted=10,
+            refused=Counter({"badAlg": 2}),
+            log_records=10,
+            log_commits=4,
+            log_bytes=1500,
+            log_failures=1,
+            logs_stopped=1,
+        ),
+    )
+    shared.record_stats(
+        1, TsaTally(granted=5, refused=Counter({"timeNotAvailable": 1}), log_records=5)
+    )
+    assert shared.stats().logs_stopped == 1
     shared.retire(0)  # worker 1 died: its counts move to the tally, its block restarts
-    shared.record_stats(0, 3, Counter())
-    granted, refused = shared.stats()
-    assert granted == 18
-    assert refused == Counter({"badAlg": 2, "timeNotAvailable": 1})
+    shared.record_stats(0, TsaTally(granted=3, log_records=3, log_commits=1, log_bytes=450))
+    total = shared.stats()
+    assert total.granted == 18
+    assert total.refused == Counter({"badAlg": 2, "timeNotAvailable": 1})
+    assert (total.log_records, total.log_commits, total.log_bytes) == (18, 5, 1950)
+    assert total.log_failures == 1  # counted for good
+    assert total.logs_stopped == 0  # the restarted worker opened its log afresh
 
 
 def test_restart_backoff_doubles_while_a_worker_keeps_dying_and_resets_after_a_good_run() -> None:
@@ -355,6 +373,9 @@ def test_workers_share_one_clock_and_never_repeat_a_serial(
         assert logged[info.serial].message_imprint == info.message_imprint
     wait_until(  # every process's tokens are counted (workers report each second)
         lambda: metric(base, "horodate_tsa_tokens_granted_total") == 60, 5, "60 counted"
+    )
+    assert metric(base, "horodate_tsa_issuance_log_records_total") == sum(
+        len(records) for records in logs.values()
     )
 
     # The clock says no (GPS and NTP jump together: an alarm): every process refuses,
