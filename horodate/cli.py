@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from horodate import __version__
 
 # Top-level commands, in the order `horodate --help` lists them.
-COMMANDS = ("demo", "appliance", "vault", "keys", "status", "gps", "stamp", "verify")
+COMMANDS = ("demo", "appliance", "vault", "keys", "status", "gps", "stamp", "verify", "issued")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,6 +58,7 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalStats",
+    "ScanEnd",
     "decode_payload",
     "encode_record",
     "read_log",
@@ -228,7 +229,7 @@ def _frame_bytes_needed(buf: bytes, pos: int) -> int | None:
 
 
 @dataclass(slots=True)
-class _ScanEnd:
+class ScanEnd:
     """Where a scan stopped: the end of the last valid record, and bytes of torn tail."""
 
     valid_end: int = len(MAGIC)
@@ -245,7 +246,7 @@ def _valid_record_after(rest: bytes) -> int | None:
     return None
 
 
-def _scan(f: BinaryIO, path: Path, end: _ScanEnd) -> Iterator[Issued]:
+def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
     head = f.read(len(MAGIC))
     if head != MAGIC:
         raise JournalError(f"{path} is not a Horodate issuance log (bad header)")
@@ -300,11 +301,12 @@ def _scan(f: BinaryIO, path: Path, end: _ScanEnd) -> Iterator[Issued]:
     )
 
 
-def read_log(path: Path) -> Iterator[Issued]:
+def read_log(path: Path, *, end: ScanEnd | None = None) -> Iterator[Issued]:
     """Every record of the log, validated, in order.
 
     Stops with :class:`JournalCorrupt` at a corrupted record in the middle (after yielding
-    the records before it); ignores a torn last record with a warning.
+    the records before it); ignores a torn last record with a warning. ``end``, if given,
+    says once the records are read where they ended and how many torn bytes followed.
     """
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the generator below
@@ -312,7 +314,7 @@ def read_log(path: Path) -> Iterator[Issued]:
         raise JournalError(f"cannot open issuance log {path}: {e}") from e
     with f:
         try:
-            yield from _scan(f, Path(path), _ScanEnd())
+            yield from _scan(f, Path(path), ScanEnd() if end is None else end)
         except OSError as e:
             raise JournalError(f"cannot read issuance log {path}: {e}") from e
 
@@ -502,7 +504,7 @@ class IssuanceLog:
                 finally:
                     os.close(dfd)
                 return len(MAGIC)
-            end = _ScanEnd()
+            end = ScanEnd()
             count = 0
             with open(fd, "rb", closefd=False) as f:
                 for _ in _scan(f, self._path, end):

@@ -36,7 +36,7 @@ from typing import Final
 
 from appliance.tsa.errors import TsaError
 
-__all__ = ["MAX_SERIAL_BITS", "SerialAllocator", "SerialError", "SerialState"]
+__all__ = ["MAX_SERIAL_BITS", "SerialAllocator", "SerialError", "SerialState", "split_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,15 @@ _INSTANCE_BITS: Final = 63  # 63 + 32 + 64 = 159 bits: positive and below the 16
 _COUNTER_MAX: Final = (1 << _COUNTER_BITS) - 1
 _MAGIC: Final = "horodate-serials 1"
 _STATE_MAX_BYTES: Final = 4096
+
+
+def split_serial(serial: int) -> tuple[int, int, int]:
+    """(instance_id, run_tag, counter) of a serial this module made."""
+    return (
+        serial >> (_RUN_TAG_BITS + _COUNTER_BITS),
+        (serial >> _COUNTER_BITS) & ((1 << _RUN_TAG_BITS) - 1),
+        serial & _COUNTER_MAX,
+    )
 
 
 class SerialError(TsaError):

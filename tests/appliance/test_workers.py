@@ -32,6 +32,7 @@ from appliance.tsa.errors import TimeNotAvailable
 from appliance.tsa.journal import read_log
 from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher
 from drivers.sample import SourceKind, TimeSample
+from horodate.cli import main as horodate
 
 NS = 1_000_000_000
 MAX_ERROR_NS = NS
@@ -377,6 +378,10 @@ def test_workers_share_one_clock_and_never_repeat_a_serial(
     assert metric(base, "horodate_tsa_issuance_log_records_total") == sum(
         len(records) for records in logs.values()
     )
+    # What an auditor runs on the data directory: every process's log checks, and a token's
+    # serial is found whichever process signed it.
+    assert horodate(["issued", "--check", "--data-dir", str(data)]) == 0
+    assert horodate(["issued", "--data-dir", str(data), "--serial", f"{serials[-1]:#x}"]) == 0
 
     # The clock says no (GPS and NTP jump together: an alarm): every process refuses,
     # whichever answers; faults cleared, all resume.

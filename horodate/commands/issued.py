@@ -1,0 +1,239 @@
+"""``horodate issued``: the tokens the appliance granted, from every issuance log.
+
+    horodate issued [--data-dir DIR | --config FILE] [--serial N] [--imprint HEX]
+                    [--since TIME] [--until TIME] [--json]
+    horodate issued --check [--data-dir DIR | --config FILE]
+
+Lists the records of ``issued.log`` and every worker's ``issued-wN.log`` as one sequence in
+genTime order, or answers an auditor's question: was a token with this serial number (as
+``openssl ts -reply -text`` prints it) or for this message imprint issued here? ``--check``
+reads every record and checks the logs' integrity (CRCs, genTime order, serial numbers).
+
+Exit status: 0 records found / the logs check; 1 none matched / a check failed; 2 bad input
+(no issuance log in the directory, a log that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_NONE = 1
+EXIT_INPUT = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "issued",
+        help="list, find and check the tokens recorded in the issuance logs",
+        description="The records of every issuance log of the appliance's data directory "
+        "(issued.log, issued-wN.log), merged in genTime order: serial, genTime, accuracy, "
+        "message imprint, nonce. Exit status: 0 found or checked, 1 nothing matched or a "
+        "check failed, 2 bad input.",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, help="the appliance's data directory")
+    where.add_argument("--config", type=Path, help="take the data directory from this TOML")
+    p.add_argument(
+        "--serial", type=_serial, metavar="N", help="only this serial number (decimal or 0x…)"
+    )
+    p.add_argument("--imprint", type=_hex, metavar="HEX", help="only this message imprint")
+    p.add_argument("--since", type=_time, metavar="TIME", help="genTime at or after (RFC 3339)")
+    p.add_argument("--until", type=_time, metavar="TIME", help="genTime before (RFC 3339)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="read every record and check the logs instead of listing them",
+    )
+    p.set_defaults(func=run)
+
+
+def _serial(text: str) -> int:
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a serial number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a serial number is a positive integer")
+    return value
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hexadecimal: {text!r}") from None
+
+
+def _time(text: str) -> int:
+    """RFC 3339 (or a date) → POSIX ns; a time without an offset is UTC."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an RFC 3339 time: {text!r} (e.g. 2026-11-28T09:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _err(message: str) -> None:
+    print(f"horodate issued: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, load_config
+    from appliance.tsa.issued import log_paths
+
+    data_dir: Path = args.data_dir
+    if data_dir is None:
+        try:
+            data_dir = load_config(args.config).data_dir
+        except ConfigError as e:
+            _err(str(e))
+            return EXIT_INPUT
+    try:
+        paths = log_paths(data_dir)
+    except OSError as e:
+        _err(f"cannot read {data_dir}: {e.strerror or e}")
+        return EXIT_INPUT
+    if not paths:
+        _err(f"no issuance log (issued.log, issued-wN.log) in {data_dir}")
+        return EXIT_INPUT
+    return _check(paths) if args.check else _list(paths, args)
+
+
+# --- listing --------------------------------------------------------------------------------
+
+
+def _list(paths: list[Path], args: argparse.Namespace) -> int:
+    from appliance.tsa.issued import merged
+    from appliance.tsa.journal import JournalError
+
+    shown = 0
+    try:
+        for entry in _matching(merged(paths), args):
+            rec = entry.record
+            if args.json:
+                print(json.dumps(_as_json(entry.log, rec)))
+            else:
+                if shown == 0:
+                    print(f"{'GENTIME':<27}  {'ACCURACY':>10}  {'SERIAL':<42}  LOG")
+                print(
+                    f"{_rfc3339(rec.gen_time_ns):<27}  {_accuracy(rec.accuracy_us):>10}  "
+                    f"{rec.serial:#x}  {entry.log}\n"
+                    f"{'':<27}  {rec.hash_algorithm}:{rec.message_imprint.hex()}"
+                    + ("" if rec.nonce is None else f"  nonce {rec.nonce:#x}")
+                )
+            shown += 1
+    except JournalError as e:
+        _err(str(e))
+        return EXIT_INPUT
+    except BrokenPipeError:  # `| head`
+        sys.stderr.close()
+        return EXIT_OK
+    filtered = any(v is not None for v in (args.serial, args.imprint, args.since, args.until))
+    if not shown and filtered:
+        _err("no record matches")
+        return EXIT_NONE
+    if not args.json:
+        print(f"{shown:,} record{'' if shown == 1 else 's'} from {len(paths)} log(s)")
+    return EXIT_OK
+
+
+def _matching(entries: Iterator[Any], args: argparse.Namespace) -> Iterator[Any]:
+    for entry in entries:
+        rec = entry.record
+        if args.serial is not None and rec.serial != args.serial:
+            continue
+        if args.imprint is not None and rec.message_imprint != args.imprint:
+            continue
+        if args.since is not None and rec.gen_time_ns < args.since:
+            continue
+        if args.until is not None and rec.gen_time_ns >= args.until:
+            break  # merged in genTime order: nothing later can match
+        yield entry
+
+
+def _as_json(log: str, rec: Any) -> dict[str, Any]:
+    return {
+        "log": log,
+        "serial": f"{rec.serial:#x}",
+        "gen_time": _rfc3339(rec.gen_time_ns),
+        "gen_time_ns": rec.gen_time_ns,
+        "accuracy_us": rec.accuracy_us,
+        "hash": rec.hash_algorithm,
+        "imprint": rec.message_imprint.hex(),
+        "nonce": None if rec.nonce is None else str(rec.nonce),  # up to 512 bits
+        "ensemble": rec.ensemble_state,
+    }
+
+
+def _rfc3339(ns: int) -> str:
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
+
+
+def _accuracy(us: int) -> str:
+    if us >= 1_000_000:
+        return f"±{us / 1e6:g} s"
+    if us >= 1_000:
+        return f"±{us / 1e3:g} ms"
+    return f"±{us} µs"
+
+
+# --- checking -------------------------------------------------------------------------------
+
+
+def _check(paths: list[Path]) -> int:
+    from appliance.tsa.issued import check
+
+    live = sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(log: str, records: int) -> None:
+        now = time.monotonic()
+        if live and now - last[0] >= 0.5:
+            last[0] = now
+            print(f"\rchecking {log}: {records:,} records", end="", file=sys.stderr, flush=True)
+
+    report = check(paths, progress)
+    if live and last[0]:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    for log in report.logs:
+        span = (
+            "empty"
+            if log.first_ns is None or log.last_ns is None
+            else f"{_rfc3339(log.first_ns)} … {_rfc3339(log.last_ns)}"
+        )
+        verdict = "ok" if log.ok else "DAMAGED"
+        print(f"{log.path.name:<16} {log.records:>12,} records  {span}  {verdict}")
+        if log.torn_bytes:
+            print(
+                f"{'':<16} a torn last record ({log.torn_bytes} bytes) ignored: a crash in "
+                "the middle of a write that was never acknowledged"
+            )
+        for problem in log.problems:
+            print(f"{'':<16} {problem}")
+        if log.more_problems:
+            print(f"{'':<16} … and {log.more_problems:,} more problems")
+    for problem in report.problems:
+        print(problem)
+    if report.ok:
+        print(
+            f"all {len(report.logs)} log(s) check: {report.records:,} records, whole, genTime "
+            "never going back, serial numbers unique"
+        )
+        return EXIT_OK
+    print("the issuance logs do NOT check: keep a copy of the data directory as it is")
+    return EXIT_NONE
