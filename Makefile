@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
-APT_PACKAGES := chrony openssl wrk gcc linux-libc-dev
+APT_PACKAGES := chrony openssl wrk gcc linux-libc-dev default-jdk-headless libbcpkix-java
 
 .PHONY: demo test lint bench coverage system-deps venv clean
 
@@ -20,7 +20,8 @@ demo: venv
 
 # Debian packages the tests talk to for real: chronyd (NTP peer), openssl (token
 # verification), wrk (HTTP benchmark), gcc and linux-libc-dev (the PPS ioctl layout is checked
-# against the kernel's own linux/pps.h). Installed only when missing.
+# against the kernel's own linux/pps.h), a JDK and Bouncy Castle (a third token verifier).
+# Installed only when missing.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -2,8 +2,7 @@
 -verify`` (with ``-queryfile`` and with ``-data``), and the ``rfc3161-client`` verifier.
 
 Key types P-256, P-384, RSA 2048 × SHA-256/384/512 × certReq on/off × nonce on/off; RSA 4096
-once. Bouncy Castle is not installed here (no Java), so it is not part of the matrix; the
-profile follows RFC 3161/5652/5816 to the letter instead (docs/adr/0004-token-profile.md).
+once. Bouncy Castle checks the same matrix in test_bouncycastle.py (one Java run for all).
 The same matrix through the HTTP front is in test_http_interop.py.
 """
 
