@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.tsa.issued import check, log_paths, merged
 from appliance.tsa.journal import MAGIC, IssuanceLog, Issued
@@ -266,3 +268,31 @@ def test_command_takes_the_data_directory_from_the_configuration(
     config.write_text("[appliance]\nunknown = 1\n")
     assert horodate(["issued", "--config", str(config)]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), max_size=4),
+    cut=st.integers(0, 4000),
+)
+def test_check_never_raises_on_a_damaged_log(
+    tmp_path: Path, flips: list[tuple[int, int]], cut: int
+) -> None:
+    """Bytes flipped, a file cut short: the check reports, it never raises, and it never
+    counts more records than were written."""
+    data = tmp_path / "fuzz"
+    data.mkdir(exist_ok=True)
+    for old in data.iterdir():
+        old.unlink()
+    write_log(data / "issued.log", [issued(0x100 + i, T0 + i, b"%d" % i) for i in range(12)])
+    raw = bytearray((data / "issued.log").read_bytes().rstrip(b"\0"))
+    for at, mask in flips:
+        raw[at % len(raw)] ^= mask
+    (data / "issued.log").write_bytes(bytes(raw[: max(cut, 1)] if cut < len(raw) else raw))
+    report = check(log_paths(data))
+    assert report.records <= 12
+    assert report.ok or report.logs[0].problems
+    if not flips and cut >= len(raw):
+        assert report.ok and report.records == 12
