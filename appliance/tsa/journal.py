@@ -4,10 +4,10 @@ Group commit: callers hand records to :meth:`IssuanceLog.submit` (an event loop'
 one callback: the TSA), :meth:`IssuanceLog.append_async` (one record, awaited) or
 :meth:`IssuanceLog.append` (threads) and wait until they are durable. One writer thread
 takes every record pending at that moment, writes them with one ``pwrite`` and makes them
-durable with ONE ``fdatasync``, then wakes all their callers. A token whose
-record is not durable is never handed out: the server answers ``systemFailure`` instead.
-The log may therefore hold a record for a token a client did not receive (its connection
-dropped, its wait timed out), never the other way round.
+durable with ONE ``fdatasync``, then wakes all their callers. A token whose record is not
+durable is never handed out: the server answers ``systemFailure`` instead. The log may
+therefore hold a record for a token a client did not receive (its connection dropped, its
+wait timed out), never the other way round.
 
 File format (``docs/adr/0005-serial-numbers-and-issuance-log.md``)::
 

@@ -161,7 +161,7 @@ def _matching(entries: Iterator[Any], args: argparse.Namespace) -> Iterator[Any]
         if args.since is not None and rec.gen_time_ns < args.since:
             continue
         if args.until is not None and rec.gen_time_ns >= args.until:
-            break  # merged in genTime order: nothing later can match
+            continue  # not `break`: a damaged log may not be in order (--check says so)
         yield entry
 
 

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.tsa.serials import MAX_SERIAL_BITS, SerialAllocator, SerialError, SerialState
+from appliance.tsa.serials import (
+    MAX_SERIAL_BITS,
+    SerialAllocator,
+    SerialError,
+    SerialState,
+    split_serial,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +52,10 @@ def test_unique_across_restarts_with_gaps_not_duplicates(tmp_path: Path) -> None
             seen.extend(alloc.next() for _ in range(250))
     _check_serials(seen)
     assert len(instance_ids) == 1, "the instance id belongs to the state, not to a run"
-    counters = [s & ((1 << 64) - 1) for s in seen]
+    parts = [split_serial(s) for s in seen]
+    assert {instance for instance, _, _ in parts} == instance_ids
+    assert len({tag for _, tag, _ in parts}) == 5, "a run tag per start"
+    counters = [counter for _, _, counter in parts]
     # Each run resumes at the persisted high-water mark: counters strictly increase.
     assert counters == sorted(counters)
     assert len(set(counters)) == len(counters)
