@@ -128,9 +128,9 @@ def _list(paths: list[Path], args: argparse.Namespace) -> int:
                 print(json.dumps(_as_json(entry.log, rec)))
             else:
                 if shown == 0:
-                    print(f"{'GENTIME':<27}  {'ACCURACY':>10}  {'SERIAL':<42}  LOG")
+                    print(f"{'GENTIME':<27}  {'ACCURACY':>12}  {'SERIAL':<42}  LOG")
                 print(
-                    f"{_rfc3339(rec.gen_time_ns):<27}  {_accuracy(rec.accuracy_us):>10}  "
+                    f"{_rfc3339(rec.gen_time_ns):<27}  {_accuracy(rec.accuracy_us):>12}  "
                     f"{rec.serial:#x}  {entry.log}\n"
                     f"{'':<27}  {rec.hash_algorithm}:{rec.message_imprint.hex()}"
                     + ("" if rec.nonce is None else f"  nonce {rec.nonce:#x}")
@@ -217,7 +217,8 @@ def _check(paths: list[Path]) -> int:
             else f"{_rfc3339(log.first_ns)} … {_rfc3339(log.last_ns)}"
         )
         verdict = "ok" if log.ok else "DAMAGED"
-        print(f"{log.path.name:<16} {log.records:>12,} records  {span}  {verdict}")
+        records = f"{log.records:,} record{'' if log.records == 1 else 's'}"
+        print(f"{log.path.name:<16} {records:>17}  {span}  {verdict}")
         if log.torn_bytes:
             print(
                 f"{'':<16} a torn last record ({log.torn_bytes} bytes) ignored: a crash in "
