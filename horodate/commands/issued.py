@@ -3,19 +3,24 @@
     horodate issued [--data-dir DIR | --config FILE] [--serial N] [--imprint HEX]
                     [--since TIME] [--until TIME] [--json]
     horodate issued --check [--data-dir DIR | --config FILE]
+    horodate issued --tsr FILE.tsr [--data-dir DIR | --config FILE]
 
 Lists the records of ``issued.log`` and every worker's ``issued-wN.log`` as one sequence in
 genTime order, or answers an auditor's question: was a token with this serial number (as
 ``openssl ts -reply -text`` prints it) or for this message imprint issued here? ``--check``
 reads every record and checks the logs' integrity (CRCs, genTime order, serial numbers).
+``--tsr`` takes a time-stamp reply a client holds and says whether the logs recorded that
+token: its serial, and the same genTime, accuracy, imprint and nonce.
 
-Exit status: 0 records found / the logs check; 1 none matched / a check failed; 2 bad input
-(no issuance log in the directory, a log that cannot be read).
+Exit status: 0 records found / the logs check / the token is recorded as it says; 1 none
+matched / a check failed / the token is not recorded, or recorded otherwise; 2 bad input
+(no issuance log in the directory, a log that cannot be read, a file that is no token).
 """
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import datetime as dt
 import json
 import sys
@@ -48,10 +53,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--since", type=_time, metavar="TIME", help="genTime at or after (RFC 3339)")
     p.add_argument("--until", type=_time, metavar="TIME", help="genTime before (RFC 3339)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument(
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
         "--check",
         action="store_true",
         help="read every record and check the logs instead of listing them",
+    )
+    what.add_argument(
+        "--tsr",
+        type=Path,
+        metavar="FILE.tsr",
+        help="is this token (an RFC 3161 reply) recorded, with the same genTime, accuracy, "
+        "imprint and nonce?",
     )
     p.set_defaults(func=run)
 
@@ -110,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         _err(f"no issuance log (issued.log, issued-wN.log) in {data_dir}")
         return EXIT_INPUT
-    return _check(paths) if args.check else _list(paths, args)
+    if args.check:
+        return _check(paths)
+    if args.tsr is not None:
+        return _find_token(paths, args.tsr)
+    return _list(paths, args)
 
 
 # --- listing --------------------------------------------------------------------------------
@@ -190,6 +207,66 @@ def _accuracy(us: int) -> str:
     if us >= 1_000:
         return f"±{us / 1e3:g} ms"
     return f"±{us} µs"
+
+
+# --- one token ------------------------------------------------------------------------------
+
+
+def _find_token(paths: list[Path], tsr: Path) -> int:
+    """Is the token in ``tsr`` recorded, and does its record say what the token says?"""
+    from appliance.tsa.client import ClientError, parse_reply
+    from appliance.tsa.issued import merged
+    from appliance.tsa.journal import JournalError
+
+    try:
+        reply = parse_reply(tsr.read_bytes())
+    except OSError as e:
+        _err(f"cannot read {tsr}: {e.strerror or e}")
+        return EXIT_INPUT
+    except ClientError as e:
+        _err(f"{tsr}: {e}")
+        return EXIT_INPUT
+    info = reply.info
+    if info is None:
+        _err(f"{tsr} holds no token (a refusal: {'; '.join(reply.status_text) or reply.status})")
+        return EXIT_INPUT
+    try:
+        found = [e for e in merged(paths) if e.record.serial == info.serial]
+    except JournalError as e:
+        _err(str(e))
+        return EXIT_INPUT
+    if not found:
+        print(f"serial {info.serial:#x} is in no issuance log: this appliance did not record it")
+        return EXIT_NONE
+    entry = found[0]
+    rec = entry.record
+    token_ns = calendar.timegm(info.gen_time.utctimetuple()) * 1_000_000_000 + (
+        info.gen_time.microsecond * 1000
+    )
+    said = {
+        "genTime": (_rfc3339(token_ns), _rfc3339(rec.gen_time_ns)),
+        "accuracy": (
+            None if info.accuracy is None else _accuracy(info.accuracy.total_us),
+            _accuracy(rec.accuracy_us),
+        ),
+        "hash": (None if info.digest is None else info.digest.hashlib_name, rec.hash_algorithm),
+        "imprint": (info.message_imprint.hex(), rec.message_imprint.hex()),
+        "nonce": (info.nonce, rec.nonce),
+    }
+    differ = [name for name, (token, logged) in said.items() if token != logged]
+    print(f"serial {info.serial:#x} is recorded in {entry.log}")
+    for name, (token, logged) in said.items():
+        mark = "  DIFFERS" if name in differ else ""
+        shown = token if name in differ else logged
+        print(f"  {name:<9} {shown}" + (f" (the log says {logged}){mark}" if mark else ""))
+    if len(found) > 1:
+        print(f"  and {len(found) - 1} more record(s) with the same serial: run --check")
+        return EXIT_NONE
+    if differ:
+        print("the log does NOT say what the token says: keep both as they are and investigate")
+        return EXIT_NONE
+    print("the log says what the token says (its signature: `horodate verify`)")
+    return EXIT_OK
 
 
 # --- checking -------------------------------------------------------------------------------

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.keys import TsaCredentials
+from appliance.tsa import FailInfo, TimeStampAuthority, reject
+from appliance.tsa.client import Digest, build_request
 from appliance.tsa.issued import check, log_paths, merged
 from appliance.tsa.journal import MAGIC, IssuanceLog, Issued
 from appliance.tsa.serials import SerialAllocator, split_serial
 from horodate.cli import main as horodate
+from tests.tsa.conftest import POLICY_OID
 
 T0 = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z, in ns
 
@@ -296,3 +302,84 @@ def test_check_never_raises_on_a_damaged_log(
     assert report.ok or report.logs[0].problems
     if not flips and cut >= len(raw):
         assert report.ok and report.records == 12
+
+
+# --- one token a client holds ---------------------------------------------------------------
+
+
+def logged_token(
+    tmp_path: Path, creds: TsaCredentials, *, nonce: bool = True
+) -> tuple[Path, Issued]:
+    """A real token for a request made by the rfc3161 client helper, its record, and its
+    reply saved as a .tsr."""
+    request = build_request(
+        hashlib.sha256(b"roll call").digest(), digest=Digest.SHA256, nonce=7 if nonce else None
+    )
+    serials = SerialAllocator(tmp_path / "serials.state", create=True)
+    try:
+        reply = TimeStampAuthority(creds, policy_oid=POLICY_OID).respond(
+            request.der, time=lambda: (T0 + 123_456_000, 4_000_000), serial=serials.next
+        )
+    finally:
+        serials.close()
+    assert reply.granted and reply.serial and reply.gen_time_ns and reply.accuracy_us
+    assert reply.hash_alg and reply.imprint
+    record = Issued(
+        serial=reply.serial,
+        gen_time_ns=reply.gen_time_ns,
+        accuracy_us=reply.accuracy_us,
+        hash_algorithm=reply.hash_alg,
+        message_imprint=reply.imprint,
+        nonce=reply.nonce,
+        ensemble_state="synchronised",
+    )
+    tsr = tmp_path / "held.tsr"
+    tsr.write_bytes(reply.der)
+    return tsr, record
+
+
+def test_command_says_a_token_is_recorded_as_it_says(
+    tmp_path: Path, credentials: Callable[[str], TsaCredentials], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsr, record = logged_token(tmp_path, credentials("ec-p256"))
+    write_log(tmp_path / "issued-w1.log", [issued(0x10, T0), record, issued(0x11, T0 + 10**9)])
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 0
+    out = capsys.readouterr().out
+    assert f"serial {record.serial:#x} is recorded in issued-w1.log" in out
+    assert "genTime   2027-01-15T08:00:00.123400Z" in out and "nonce     7" in out
+    assert out.endswith("the log says what the token says (its signature: `horodate verify`)\n")
+
+
+def test_command_says_when_a_token_is_not_recorded_or_recorded_otherwise(
+    tmp_path: Path, credentials: Callable[[str], TsaCredentials], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsr, record = logged_token(tmp_path, credentials("ec-p256"))
+    write_log(tmp_path / "issued.log", [issued(0x10, T0)])
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 1
+    assert "is in no issuance log" in capsys.readouterr().out
+
+    moved = replace(record, gen_time_ns=record.gen_time_ns + 2_000_000_000)
+    write_log(tmp_path / "issued-w1.log", [moved])
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "genTime   2027-01-15T08:00:00.123400Z (the log says 2027-01-15T08:00:02.123400Z)  DIFFERS"
+        in out
+    )
+    assert "imprint" in out and "DIFFERS" not in out.split("imprint")[1].splitlines()[0]
+    assert "does NOT say what the token says" in out
+
+
+def test_command_refuses_a_file_that_holds_no_token(
+    tmp_path: Path, credentials: Callable[[str], TsaCredentials], capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_log(tmp_path / "issued.log", [issued(0x10, T0)])
+    refusal = tmp_path / "refusal.tsr"
+    refusal.write_bytes(reject(FailInfo.timeNotAvailable, "no quorum"))
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(refusal)]) == 2
+    assert "holds no token" in capsys.readouterr().err
+    junk = tmp_path / "junk.tsr"
+    junk.write_bytes(b"\x30\x03junk")
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(junk)]) == 2
+    assert "junk.tsr" in capsys.readouterr().err
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tmp_path / "none")]) == 2
