@@ -293,8 +293,8 @@ def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
         )
     end.torn_bytes = len(rest)
     log.warning(
-        "%s: ignoring a torn last record (%d bytes at byte %d): a crash interrupted a write "
-        "that was never acknowledged",
+        "%s: ignoring a torn last record (%d bytes at byte %d): a write a crash cut short, "
+        "or one still in progress if the appliance is running; never acknowledged",
         path,
         len(rest),
         offset,

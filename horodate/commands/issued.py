@@ -298,8 +298,9 @@ def _check(paths: list[Path]) -> int:
         print(f"{log.path.name:<16} {records:>17}  {span}  {verdict}")
         if log.torn_bytes:
             print(
-                f"{'':<16} a torn last record ({log.torn_bytes} bytes) ignored: a crash in "
-                "the middle of a write that was never acknowledged"
+                f"{'':<16} a torn last record ({log.torn_bytes} bytes) ignored: a write a "
+                "crash cut short, or one in progress (the appliance running); never "
+                "acknowledged"
             )
         for problem in log.problems:
             print(f"{'':<16} {problem}")

@@ -141,7 +141,9 @@ def test_check_finds_a_serial_state_shared_by_two_logs(tmp_path: Path) -> None:
     ]
 
 
-def test_check_reports_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> None:
+def test_check_reports_a_torn_tail_without_calling_it_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     two_processes(tmp_path)
     path = tmp_path / "issued-w1.log"
     records_end = len(path.read_bytes().rstrip(b"\0"))  # the reserve's zeros follow
@@ -153,6 +155,8 @@ def test_check_reports_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> 
     assert report.ok
     assert report.logs[1].torn_bytes == len(partial)
     assert report.logs[1].records == 5
+    assert horodate(["issued", "--check", "--data-dir", str(tmp_path)]) == 0
+    assert f"a torn last record ({len(partial)} bytes) ignored" in capsys.readouterr().out
 
 
 def test_check_calls_a_bad_record_in_the_middle_damage(tmp_path: Path) -> None:
