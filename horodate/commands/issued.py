@@ -150,7 +150,7 @@ def _list(paths: list[Path], args: argparse.Namespace) -> int:
                     f"{_rfc3339(rec.gen_time_ns):<27}  {_accuracy(rec.accuracy_us):>12}  "
                     f"{rec.serial:#x}  {entry.log}\n"
                     f"{'':<27}  {rec.hash_algorithm}:{rec.message_imprint.hex()}"
-                    + ("" if rec.nonce is None else f"  nonce {rec.nonce:#x}")
+                    + ("" if rec.nonce is None else f"  nonce {_nonce(rec.nonce)}")
                 )
             shown += 1
     except JournalError as e:
@@ -199,6 +199,11 @@ def _as_json(log: str, rec: Any) -> dict[str, Any]:
 def _rfc3339(ns: int) -> str:
     seconds, frac = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
+
+
+def _nonce(nonce: int | None) -> str | None:
+    """In hexadecimal, as ``openssl ts -reply -text`` prints it."""
+    return None if nonce is None else f"{nonce:#x}"
 
 
 def _accuracy(us: int) -> str:
@@ -251,7 +256,7 @@ def _find_token(paths: list[Path], tsr: Path) -> int:
         ),
         "hash": (None if info.digest is None else info.digest.hashlib_name, rec.hash_algorithm),
         "imprint": (info.message_imprint.hex(), rec.message_imprint.hex()),
-        "nonce": (info.nonce, rec.nonce),
+        "nonce": (_nonce(info.nonce), _nonce(rec.nonce)),
     }
     differ = [name for name, (token, logged) in said.items() if token != logged]
     print(f"serial {info.serial:#x} is recorded in {entry.log}")

@@ -350,7 +350,7 @@ def test_command_says_a_token_is_recorded_as_it_says(
     assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 0
     out = capsys.readouterr().out
     assert f"serial {record.serial:#x} is recorded in issued-w1.log" in out
-    assert "genTime   2027-01-15T08:00:00.123400Z" in out and "nonce     7" in out
+    assert "genTime   2027-01-15T08:00:00.123400Z" in out and "nonce     0x7" in out
     assert out.endswith("the log says what the token says (its signature: `horodate verify`)\n")
 
 
