@@ -14,6 +14,7 @@ Error mapping lives here, in one place:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -234,6 +235,8 @@ def _issued(reply: Any, state: str) -> Issued:
         message_imprint=reply.imprint,
         nonce=reply.nonce,
         ensemble_state=state,
+        # the exact token: ECDSA signatures differ each time, so only this one matches
+        token_sha256=hashlib.sha256(reply.token_der).digest(),
     )
 
 

@@ -91,6 +91,16 @@ class Reply:
     nonce: int | None = None
     policy: str | None = None
 
+    @property
+    def token_der(self) -> memoryview | None:
+        """The TimeStampToken (CMS ContentInfo) inside a granted reply, without a copy: it
+        follows the reply's SEQUENCE header and the fixed granted PKIStatusInfo."""
+        if not self.granted:
+            return None
+        first = self.der[1]
+        head = 2 if first < 0x80 else 2 + (first & 0x7F)
+        return memoryview(self.der)[head + len(_GRANTED_STATUS) :]
+
 
 def reject(fail_info: FailInfo, text: str) -> bytes:
     """A DER ``TimeStampResp`` with status rejection (RFC 3161 §2.4.2)."""

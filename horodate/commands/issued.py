@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import datetime as dt
+import hashlib
 import json
 import sys
 import time
@@ -193,6 +194,7 @@ def _as_json(log: str, rec: Any) -> dict[str, Any]:
         "imprint": rec.message_imprint.hex(),
         "nonce": None if rec.nonce is None else str(rec.nonce),  # up to 512 bits
         "ensemble": rec.ensemble_state,
+        "token_sha256": None if rec.token_sha256 is None else rec.token_sha256.hex(),
     }
 
 
@@ -258,12 +260,20 @@ def _find_token(paths: list[Path], tsr: Path) -> int:
         "imprint": (info.message_imprint.hex(), rec.message_imprint.hex()),
         "nonce": (_nonce(info.nonce), _nonce(rec.nonce)),
     }
+    if rec.token_sha256 is not None and reply.token_der is not None:
+        # ECDSA signs differently each time: only the very token issued has this hash
+        said["token"] = (
+            "sha256:" + hashlib.sha256(reply.token_der).hexdigest(),
+            "sha256:" + rec.token_sha256.hex(),
+        )
     differ = [name for name, (token, logged) in said.items() if token != logged]
     print(f"serial {info.serial:#x} is recorded in {entry.log}")
     for name, (token, logged) in said.items():
         mark = "  DIFFERS" if name in differ else ""
         shown = token if name in differ else logged
         print(f"  {name:<9} {shown}" + (f" (the log says {logged}){mark}" if mark else ""))
+    if "token" not in said:
+        print("  token     not pinned: this record keeps no hash of the token it was made for")
     if len(found) > 1:
         print(f"  and {len(found) - 1} more record(s) with the same serial: run --check")
         return EXIT_NONE

@@ -75,6 +75,8 @@ async def test_token_granted_verifies_and_is_logged(
     assert [r.serial for r in logged] == [reply.info.serial]
     assert logged[0].message_imprint == q.message_imprint
     assert logged[0].ensemble_state == "synchronised"
+    assert reply.token_der is not None  # the exact token the client received is pinned
+    assert logged[0].token_sha256 == hashlib.sha256(reply.token_der).digest()
 
 
 async def test_openssl_query_to_openssl_verify(

@@ -86,6 +86,16 @@ def test_granted_reply_describes_its_token(tsa: TimeStampAuthority) -> None:
     }
 
 
+def test_token_der_is_the_token_inside_the_reply(tsa: TimeStampAuthority) -> None:
+    for cert_req in (True, False):  # a long-form header with certificates, maybe not without
+        reply = tsa.respond(make_request(cert_req=cert_req), time=fixed_time(), serial=Serials())
+        token = reply.token_der
+        assert token is not None
+        assert bytes(token) == parse_response(reply.der)["time_stamp_token"].dump()
+    refused = tsa.respond(b"junk", time=fixed_time(), serial=Serials())
+    assert refused.token_der is None
+
+
 def test_requested_accepted_policy_is_used(tsa: TimeStampAuthority) -> None:
     reply = tsa.respond(make_request(policy="1.2.3.4"), time=fixed_time(), serial=Serials())
     assert reply.granted and reply.policy == "1.2.3.4"

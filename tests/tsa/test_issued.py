@@ -228,6 +228,7 @@ def test_command_json_lines_and_time_window(
         "imprint": hashlib.sha256(b"0-1").hexdigest(),
         "nonce": "1",
         "ensemble": "synchronised",
+        "token_sha256": None,
     }
     assert int(rows[0]["serial"], 16) > 0
 
@@ -336,6 +337,7 @@ def logged_token(
         message_imprint=reply.imprint,
         nonce=reply.nonce,
         ensemble_state="synchronised",
+        token_sha256=hashlib.sha256(reply.token_der or b"").digest(),
     )
     tsr = tmp_path / "held.tsr"
     tsr.write_bytes(reply.der)
@@ -351,7 +353,28 @@ def test_command_says_a_token_is_recorded_as_it_says(
     out = capsys.readouterr().out
     assert f"serial {record.serial:#x} is recorded in issued-w1.log" in out
     assert "genTime   2027-01-15T08:00:00.123400Z" in out and "nonce     0x7" in out
+    assert record.token_sha256 is not None
+    assert f"token     sha256:{record.token_sha256.hex()}" in out
     assert out.endswith("the log says what the token says (its signature: `horodate verify`)\n")
+
+
+def test_command_tells_a_token_from_another_with_the_same_contents(
+    tmp_path: Path, credentials: Callable[[str], TsaCredentials], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the issued token has the hash the log pinned (an ECDSA signature differs each
+    time); a record from before the log kept hashes still matches on its fields."""
+    tsr, record = logged_token(tmp_path, credentials("ec-p256"))
+    other = replace(record, token_sha256=hashlib.sha256(b"another token").digest())
+    write_log(tmp_path / "issued.log", [other])
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 1
+    out = capsys.readouterr().out
+    token_line = next(line for line in out.splitlines() if line.startswith("  token"))
+    assert other.token_sha256 is not None
+    assert token_line.endswith("DIFFERS") and other.token_sha256.hex() in token_line
+    (tmp_path / "issued.log").unlink()
+    write_log(tmp_path / "issued.log", [replace(record, token_sha256=None)])
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--tsr", str(tsr)]) == 0
+    assert "token     not pinned" in capsys.readouterr().out
 
 
 def test_command_says_when_a_token_is_not_recorded_or_recorded_otherwise(
