@@ -109,6 +109,21 @@ def run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
     from appliance.tsa.issued import log_paths
 
+    listing = [
+        flag
+        for flag, value in (
+            ("--serial", args.serial),
+            ("--imprint", args.imprint),
+            ("--since", args.since),
+            ("--until", args.until),
+            ("--json", args.json or None),
+        )
+        if value is not None
+    ]
+    if listing and (args.check or args.tsr is not None):
+        mode = "--check" if args.check else "--tsr"
+        _err(f"{', '.join(listing)} choose what to list; not with {mode}")
+        return EXIT_INPUT
     data_dir: Path = args.data_dir
     if data_dir is None:
         try:

@@ -260,6 +260,20 @@ def test_command_bad_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "issued.log").write_bytes(b"not a log at all")
     assert horodate(["issued", "--data-dir", str(tmp_path)]) == 2
     assert "not a Horodate issuance log" in capsys.readouterr().err
+    assert horodate(["issued", "--data-dir", str(tmp_path), "--check", "--serial", "5"]) == 2
+    assert "--serial choose what to list; not with --check" in capsys.readouterr().err
+    args = [
+        "issued",
+        "--data-dir",
+        str(tmp_path),
+        "--tsr",
+        "x.tsr",
+        "--json",
+        "--since",
+        "2026-01-01",
+    ]
+    assert horodate(args) == 2
+    assert "--since, --json choose what to list; not with --tsr" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         horodate(["issued", "--data-dir", str(tmp_path), "--serial", "0xZZ"])
     with pytest.raises(SystemExit):
