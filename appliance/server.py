@@ -74,7 +74,7 @@ class TsaService:
             self.granted += 1
             return bytes(reply.der), None
         try:
-            record = encode_record(_issued(reply, self.issue_state()))
+            record = encode_record(issued_record(reply, self.issue_state()))
         except Exception:  # a bug: the token is withheld, never sent without its record
             log.exception("tsa: cannot record serial %s; withholding the token", reply.serial)
             self.refused[FailInfo.systemFailure.name] += 1
@@ -226,7 +226,8 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
     return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
 
 
-def _issued(reply: Any, state: str) -> Issued:
+def issued_record(reply: Any, state: str) -> Issued:
+    """What the issuance log keeps of a granted ``Reply``, the clock's ``state`` beside it."""
     return Issued(
         serial=reply.serial,
         gen_time_ns=reply.gen_time_ns,

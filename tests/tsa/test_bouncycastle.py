@@ -25,6 +25,7 @@ from appliance.keys import DevPki, TsaCredentials
 from appliance.tsa import FailInfo, TimeStampAuthority
 from appliance.tsa.errors import TimeNotAvailable
 from tests.tsa.conftest import POLICY_OID
+from tests.tsa.test_interop import openssl_query
 
 HERE = Path(__file__).resolve().parent
 BC_JARS = [Path("/usr/share/java") / f"{name}.jar" for name in ("bcprov", "bcpkix", "bcutil")]
@@ -70,16 +71,6 @@ def bc_verify(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str]],
     return run
 
 
-def query(
-    openssl: str, data: Path, out: Path, *, hash_name: str, cert_req: bool, nonce: bool
-) -> None:
-    args = [openssl, "ts", "-query", "-data", str(data), f"-{hash_name}", "-out", str(out)]
-    args += ["-cert"] if cert_req else []
-    args += [] if nonce else ["-no_nonce"]
-    made = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
-    assert made.returncode == 0, made.stderr
-
-
 def case_name(key: str, hash_name: str, cert_req: bool, nonce: bool) -> str:
     return "-".join(
         (key, hash_name, "certReq" if cert_req else "noCertReq", "nonce" if nonce else "noNonce")
@@ -109,7 +100,7 @@ def test_bouncy_castle_validates_our_tokens_and_refuses_what_it_must(
     for key, hash_name, cert_req, nonce in MATRIX:
         name = case_name(key, hash_name, cert_req, nonce)
         tsq, tsr = tmp_path / f"{name}.tsq", tmp_path / f"{name}.tsr"
-        query(openssl, data, tsq, hash_name=hash_name, cert_req=cert_req, nonce=nonce)
+        openssl_query(openssl, data, tsq, hash_name=hash_name, cert_req=cert_req, nonce=nonce)
         tsa = TimeStampAuthority(credentials(key), policy_oid=POLICY_OID)
         reply = tsa.respond(
             tsq.read_bytes(), time=lambda: (time.time_ns(), 20_000_000), serial=serial_counter()
@@ -131,7 +122,7 @@ def test_bouncy_castle_validates_our_tokens_and_refuses_what_it_must(
     other = tmp_path / "other.txt"
     other.write_bytes(DATA + b"(edited)")
     other_q = tmp_path / "other.tsq"
-    query(openssl, other, other_q, hash_name="sha256", cert_req=True, nonce=False)
+    openssl_query(openssl, other, other_q, hash_name="sha256", cert_req=True, nonce=False)
     no_nonce_r = tmp_path / f"{case_name('ec-p256', 'sha256', True, False)}.tsr"
     cases.append(case("other-request", other_q, no_nonce_r, data, pki))
     cases.append(case("other-data", good_q, good_r, other, pki))

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.keys import TsaCredentials
+from appliance.server import issued_record
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
 from appliance.tsa.client import Digest, build_request
 from appliance.tsa.issued import check, log_paths, merged
@@ -326,14 +327,10 @@ def test_check_never_raises_on_a_damaged_log(
 # --- one token a client holds ---------------------------------------------------------------
 
 
-def logged_token(
-    tmp_path: Path, creds: TsaCredentials, *, nonce: bool = True
-) -> tuple[Path, Issued]:
-    """A real token for a request made by the rfc3161 client helper, its record, and its
-    reply saved as a .tsr."""
-    request = build_request(
-        hashlib.sha256(b"roll call").digest(), digest=Digest.SHA256, nonce=7 if nonce else None
-    )
+def logged_token(tmp_path: Path, creds: TsaCredentials) -> tuple[Path, Issued]:
+    """A real token for a request made by the client helper, the record the server keeps of
+    it, and its reply saved as a .tsr."""
+    request = build_request(hashlib.sha256(b"roll call").digest(), digest=Digest.SHA256, nonce=7)
     serials = SerialAllocator(tmp_path / "serials.state", create=True)
     try:
         reply = TimeStampAuthority(creds, policy_oid=POLICY_OID).respond(
@@ -341,18 +338,8 @@ def logged_token(
         )
     finally:
         serials.close()
-    assert reply.granted and reply.serial and reply.gen_time_ns and reply.accuracy_us
-    assert reply.hash_alg and reply.imprint
-    record = Issued(
-        serial=reply.serial,
-        gen_time_ns=reply.gen_time_ns,
-        accuracy_us=reply.accuracy_us,
-        hash_algorithm=reply.hash_alg,
-        message_imprint=reply.imprint,
-        nonce=reply.nonce,
-        ensemble_state="synchronised",
-        token_sha256=hashlib.sha256(reply.token_der or b"").digest(),
-    )
+    assert reply.granted
+    record = issued_record(reply, "synchronised")
     tsr = tmp_path / "held.tsr"
     tsr.write_bytes(reply.der)
     return tsr, record
