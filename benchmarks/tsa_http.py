@@ -4,10 +4,18 @@ Runs ``wrk -t2 -c16`` (Debian package ``wrk``) against (1) ``benchmarks/echo_ser
 and (2) ``horodate appliance --simulate --workers N`` once it issues, for each N asked
 (default: 0, the main process alone, and 1, what serves the most on 2 cores), each a
 separate set of processes on loopback, and prints requests/s, the granted count, the ratio
-to the echo, and the appliance's memory (all its processes) before and after two sustained
-runs (flat memory under load).
+to the echo, the CPU time each token cost (the appliance's processes and wrk's, a figure far
+steadier than tokens/s on a shared machine), and the appliance's memory (all its processes)
+before and after two sustained runs (flat memory under load).
+
+Every token waits for its issuance-log record to be durable, so the storage under the data
+directory bounds what any code can reach. The benchmark first measures it, as the log uses
+it: one record-sized write into reserved space and one ``fdatasync``, by one writer and by
+two at once (two processes serving tokens commit side by side). Give ``--data-dir`` a
+directory on the storage that will hold the appliance's data to measure that storage.
 
     python benchmarks/tsa_http.py [--seconds 10] [--connections 16] [--workers 0,1]
+                                  [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -16,18 +24,24 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RECORD_BYTES = 1400  # a commit of ~4 records (~350 bytes each), the size seen under load
 
 
 def free_port() -> int:
@@ -69,6 +83,51 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (all their threads), in seconds."""
+    ticks = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLOCK_TICKS
+
+
+def flush_latency_us(directory: Path, writers: int, commits: int = 1000) -> list[float]:
+    """Each writer's median time for one issuance-log commit: ``RECORD_BYTES`` written into
+    space reserved ahead (zeros already on disk, as the log keeps) and ``fdatasync``. The
+    writers are threads, each with its own file, all committing at once."""
+    medians: list[float] = []
+
+    def commit_loop(path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.pwrite(fd, bytes(commits * RECORD_BYTES + 4096), 0)
+            os.fsync(fd)
+            record, times = os.urandom(RECORD_BYTES), []
+            for i in range(commits):
+                start = time.perf_counter()
+                os.pwrite(fd, record, i * RECORD_BYTES)
+                os.fdatasync(fd)
+                times.append(time.perf_counter() - start)
+            medians.append(statistics.median(times) * 1e6)
+        finally:
+            os.close(fd)
+            path.unlink()
+
+    threads = [
+        threading.Thread(target=commit_loop, args=(directory / f"flush-probe-{i}",))
+        for i in range(writers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sorted(medians)
+
+
 def children(pid: int) -> list[int]:
     """Child processes of ``pid``, whichever of its threads started them."""
     found: list[int] = []
@@ -92,7 +151,15 @@ def metric(url: str, name: str) -> float | None:
     return None
 
 
-def run_wrk(url: str, tsq: Path, seconds: int, connections: int) -> tuple[float, str]:
+class WrkRun(NamedTuple):
+    rps: float
+    granted: int
+    other: int
+    cpu_s: float  # wrk's own CPU time
+
+
+def run_wrk(url: str, tsq: Path, seconds: int, connections: int) -> WrkRun:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(HERE / "tsa_post.lua"), url],
         capture_output=True,
@@ -102,10 +169,12 @@ def run_wrk(url: str, tsq: Path, seconds: int, connections: int) -> tuple[float,
     )
     if done.returncode != 0:
         raise SystemExit(f"wrk failed: {done.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = re.search(r"Requests/sec:\s+([0-9.]+)", done.stdout)
     granted = re.search(r"granted=(\d+) other=(\d+)", done.stdout)
     assert match and granted, done.stdout
-    return float(match.group(1)), f"granted {granted.group(1)}, other {granted.group(2)}"
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return WrkRun(float(match.group(1)), int(granted.group(1)), int(granted.group(2)), cpu)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -147,7 +216,10 @@ def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Na
         # Warm up, then measure memory around two sustained runs.
         run_wrk(f"{base}/tsa", tsq, 2, args.connections)
         rss_before = rss_kib(appliance.pid)
-        tsa_rps, counts = run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+        processes = [appliance.pid, *children(appliance.pid)]
+        cpu_before = cpu_s(processes)
+        run = run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+        cpu_appliance = cpu_s(processes) - cpu_before
         rss_mid = rss_kib(appliance.pid)
         run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
         rss_after = rss_kib(appliance.pid)
@@ -156,13 +228,21 @@ def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Na
     finally:
         stop(appliance)
     label = f"--workers {workers}"
-    print(f"appliance {label:<10}: {tsa_rps:10,.0f} tokens/s  ({counts}; clock {state})")
+    print(
+        f"appliance {label:<10}: {run.rps:10,.0f} tokens/s  "
+        f"(granted {run.granted}, other {run.other}; clock {state})"
+    )
+    tokens = max(run.granted, 1)
+    print(
+        f"  CPU per token      : {cpu_appliance / tokens * 1e6:6.0f} µs appliance "
+        f"({len(processes)} process{'es' if len(processes) > 1 else ''}), {run.cpu_s / tokens * 1e6:.0f} µs wrk"
+    )
     print(
         f"  RSS, all processes: {rss_before / 1024:.1f} MiB before, "
         f"{rss_mid / 1024:.1f} MiB after {args.seconds} s, "
         f"{rss_after / 1024:.1f} MiB after {2 * args.seconds} s"
     )
-    return tsa_rps
+    return run.rps
 
 
 def main() -> int:
@@ -175,11 +255,19 @@ def main() -> int:
         default=[0, 1],
         help="comma-separated worker counts to measure (default 0,1)",
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the appliances' data directories (issuance logs) go: a directory on the "
+        "storage to measure (default: a temporary directory)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("benchmark: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory(prefix="horodate-bench-") as tmp:
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="horodate-bench-", dir=args.data_dir) as tmp:
         tmp_path = Path(tmp)
         data, tsq = tmp_path / "data.txt", tmp_path / "q.tsq"
         data.write_bytes(b"benchmark record\n")
@@ -192,6 +280,12 @@ def main() -> int:
             f"request: SHA-256, nonce, certReq ({tsq.stat().st_size} bytes); "
             f"wrk -t2 -c{args.connections} -d{args.seconds}s, keep-alive"
         )
+        alone, together = flush_latency_us(tmp_path, 1), flush_latency_us(tmp_path, 2)
+        print(
+            f"storage, one commit  : {alone[0]:10,.0f} µs alone, "
+            f"{' and '.join(f'{us:,.0f}' for us in together)} µs with two writers at once "
+            f"(median; {RECORD_BYTES} bytes into reserved space + fdatasync)"
+        )
 
         port = free_port()
         # The same event loop the appliance runs on (uvloop when installed), for fairness.
@@ -200,9 +294,9 @@ def main() -> int:
         )
         try:
             wait_until(lambda: http_status(f"http://127.0.0.1:{port}/") == 404, 20, "echo")
-            echo_rps, _ = run_wrk(
+            echo_rps = run_wrk(
                 f"http://127.0.0.1:{port}/tsa", tsq, args.seconds, args.connections
-            )
+            ).rps
         finally:
             stop(echo)
         print(f"aiohttp echo handler : {echo_rps:10,.0f} requests/s")
