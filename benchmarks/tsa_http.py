@@ -233,9 +233,10 @@ def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Na
         f"(granted {run.granted}, other {run.other}; clock {state})"
     )
     tokens = max(run.granted, 1)
+    plural = "es" if len(processes) > 1 else ""
     print(
         f"  CPU per token      : {cpu_appliance / tokens * 1e6:6.0f} µs appliance "
-        f"({len(processes)} process{'es' if len(processes) > 1 else ''}), {run.cpu_s / tokens * 1e6:.0f} µs wrk"
+        f"({len(processes)} process{plural}), {run.cpu_s / tokens * 1e6:.0f} µs wrk"
     )
     print(
         f"  RSS, all processes: {rss_before / 1024:.1f} MiB before, "
