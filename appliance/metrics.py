@@ -1,5 +1,6 @@
-"""Prometheus text exposition (format 0.0.4), written by hand: a handful of gauges and
-counters do not need a client library.
+"""Prometheus text exposition (format 0.0.4), written by hand: a handful of gauges,
+counters and one histogram do not need a client library (the tests read it back with
+Prometheus's own parser).
 
 Each scrape builds a fresh :class:`Exposition` from the appliance's current state, so there
 is no global registry to keep consistent.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -26,6 +27,10 @@ class TsaTally:
     log_bytes: int = 0
     log_failures: int = 0  # commits that failed: their tokens were withheld
     logs_stopped: int = 0  # issuance logs refusing every record (an fsync failed)
+    # successful commits by duration, per bucket (JournalStats.commit_counts), and in all
+    log_commit_counts: list[int] = field(default_factory=list)
+    log_commit_seconds: float = 0.0
+    log_slow_commits: int = 0
 
     def add(self, other: TsaTally) -> None:
         self.granted += other.granted
@@ -35,6 +40,12 @@ class TsaTally:
         self.log_bytes += other.log_bytes
         self.log_failures += other.log_failures
         self.logs_stopped += other.logs_stopped
+        counts = self.log_commit_counts
+        counts += [0] * (len(other.log_commit_counts) - len(counts))
+        for i, n in enumerate(other.log_commit_counts):
+            counts[i] += n
+        self.log_commit_seconds += other.log_commit_seconds
+        self.log_slow_commits += other.log_slow_commits
 
 
 def _escape_label(value: str) -> str:
@@ -73,9 +84,7 @@ class Exposition:
         """
         if kind not in ("gauge", "counter"):
             raise ValueError(f"unsupported metric type {kind!r}")
-        family = self._families.get(name)
-        if family is None:
-            family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        family = self._family(name, kind, help_text)
         if value is None:
             return
         label_text = ""
@@ -84,6 +93,34 @@ class Exposition:
                 "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
             )
         family.append(f"{name}{label_text} {_format_value(value)}")
+
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        bounds: Sequence[float],
+        counts: Sequence[int],
+        total: float,
+    ) -> None:
+        """A histogram: ``counts[i]`` observations in bucket ``i`` (at most ``bounds[i]``,
+        more than the bound before), then one more count, those above the last bound;
+        ``total``, their sum. Written with cumulative ``le`` buckets, ``_sum`` and
+        ``_count``."""
+        if len(counts) != len(bounds) + 1:
+            raise ValueError(f"{name}: {len(bounds)} bounds need {len(bounds) + 1} counts")
+        family = self._family(name, "histogram", help_text)
+        cumulative = 0
+        for bound, count in zip((*bounds, math.inf), counts, strict=True):
+            cumulative += count
+            family.append(f'{name}_bucket{{le="{_format_value(bound)}"}} {cumulative}')
+        family.append(f"{name}_sum {_format_value(total)}")
+        family.append(f"{name}_count {cumulative}")
+
+    def _family(self, name: str, kind: str, help_text: str) -> list[str]:
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        return family
 
     def render(self) -> str:
         return "".join(line + "\n" for family in self._families.values() for line in family)

@@ -30,7 +30,7 @@ from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition, TsaTally
 from appliance.timekeeper import Timekeeper
 from appliance.tsa.errors import FailInfo
-from appliance.tsa.journal import Issued, encode_record
+from appliance.tsa.journal import COMMIT_BUCKETS_S, Issued, encode_record
 from drivers.monotonic import NS_PER_S
 from drivers.sample import SourceKind
 
@@ -125,6 +125,9 @@ class TsaService:
             tally.log_bytes = stats.bytes_written
             tally.log_failures = stats.failures
             tally.logs_stopped = int(stats.stopped)
+            tally.log_commit_counts = list(stats.commit_counts)
+            tally.log_commit_seconds = stats.commit_seconds
+            tally.log_slow_commits = stats.slow_commits
         return tally
 
     def _refuse(self, fail_info: FailInfo, text: str) -> bytes:
@@ -342,6 +345,7 @@ async def health(request: web.Request) -> web.Response:
             "tokens_granted": tally.granted,
             "requests_refused": sum(tally.refused.values()),
             "issuance_logs_stopped": tally.logs_stopped,
+            "slow_commits": tally.log_slow_commits,
         }
         if tally.logs_stopped and document["issuing"]:
             # The clock could, but a process whose log stopped withholds every token.
@@ -494,6 +498,15 @@ async def metrics(request: web.Request) -> web.Response:
             "Issuance-log commits (one write and one fdatasync for a group of records)",
             tally.log_commits,
         )
+        if service.journal is not None:
+            e.histogram(
+                "horodate_tsa_issuance_log_commit_seconds",
+                "Issuance-log commits by duration (write + fdatasync of a group; every token "
+                "of the group waits for it), every process",
+                COMMIT_BUCKETS_S,
+                tally.log_commit_counts or [0] * (len(COMMIT_BUCKETS_S) + 1),
+                tally.log_commit_seconds,
+            )
         e.add(
             "horodate_tsa_issuance_log_bytes_total",
             "counter",

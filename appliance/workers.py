@@ -52,6 +52,7 @@ from appliance.config import ApplianceConfig
 from appliance.metrics import TsaTally
 from appliance.tsa.errors import FailInfo
 from appliance.tsa.errors import TimeNotAvailable as TsaTimeNotAvailable
+from appliance.tsa.journal import COMMIT_BUCKETS_S
 from drivers.monotonic import mono_ns
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,13 @@ _REASON_BYTES: Final = 240
 _MONO, _LO, _HI, _ISSUING, _STATE, _PUBLISHED = range(6)
 # counter slots per worker: granted, one per failInfo, then the issuance log's
 _FAILS: Final = tuple(FailInfo)
-_LOG_FIELDS: Final = ("log_records", "log_commits", "log_bytes", "log_failures")
-_STOPPED: Final = 1 + len(_FAILS) + len(_LOG_FIELDS)  # 1 while the worker's log is stopped
+_LOG_FIELDS: Final = (
+    "log_records", "log_commits", "log_bytes", "log_failures", "log_slow_commits"
+)  # fmt: skip
+# then the commits by duration (one slot per bucket), their sum in microseconds
+_COMMITS: Final = 1 + len(_FAILS) + len(_LOG_FIELDS)
+_COMMIT_US: Final = _COMMITS + len(COMMIT_BUCKETS_S) + 1
+_STOPPED: Final = _COMMIT_US + 1  # 1 while the worker's log is stopped
 _PER_WORKER: Final = _STOPPED + 1
 
 
@@ -218,6 +224,9 @@ class SharedClock:
             c[base + i] = tally.refused.get(fail.name, 0)
         for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
             c[base + i] = getattr(tally, name)
+        for i, n in enumerate(tally.log_commit_counts):
+            c[base + _COMMITS + i] = n
+        c[base + _COMMIT_US] = round(tally.log_commit_seconds * 1e6)
         c[base + _STOPPED] = tally.logs_stopped
 
     def retire(self, index: int) -> None:
@@ -241,6 +250,12 @@ class SharedClock:
                     total.refused[fail.name] += c[base + i]
             for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
                 setattr(total, name, getattr(total, name) + c[base + i])
+            total.add(
+                TsaTally(
+                    log_commit_counts=list(c[base + _COMMITS : base + _COMMIT_US]),
+                    log_commit_seconds=c[base + _COMMIT_US] / 1e6,
+                )
+            )
             total.logs_stopped += c[base + _STOPPED]
         return total
 

@@ -30,6 +30,7 @@ start until an operator has looked at it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -50,9 +51,11 @@ from typing import BinaryIO, Final
 from appliance.tsa.errors import TsaError
 
 __all__ = [
+    "COMMIT_BUCKETS_S",
     "GROW_BYTES",
     "MAGIC",
     "MAX_RECORD_BYTES",
+    "SLOW_COMMIT_S",
     "IssuanceLog",
     "Issued",
     "JournalCorrupt",
@@ -76,6 +79,14 @@ _TAIL_SCAN_MAX_BYTES: Final = 64 * 1024 * 1024  # a torn tail is at most one bat
 GROW_BYTES: Final = 1024 * 1024
 _GROW_LOW_WATER: Final = GROW_BYTES // 4
 _GROW_RETRY_S: Final = 10.0  # after a failure to reserve (a full disk), wait before retrying
+# How long commits take (write + fdatasync of one group): the upper bounds, in seconds, of
+# the histogram /metrics shows. Every token of a group waits for its commit, and a storage
+# that grows slow (a worn SD card) shows here first.
+COMMIT_BUCKETS_S: Final = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0
+)  # fmt: skip
+SLOW_COMMIT_S: Final = 0.1  # a commit this long is slow: logged, and counted on /health
+_SLOW_REPORT_S: Final = 60.0  # slow commits are logged at most this often
 _ENSEMBLE_MAX_CHARS: Final = 1024
 _HASH_NAME_MAX_CHARS: Final = 32
 _IMPRINT_MAX_BYTES: Final = 64  # SHA-512
@@ -137,6 +148,11 @@ class JournalStats:
     bytes_written: int
     failures: int
     stopped: bool = False  # a failed fsync (or a writer crash): every record is refused
+    # Successful commits by duration: count per bucket of COMMIT_BUCKETS_S (a commit
+    # counts in the first bucket whose bound it does not exceed), then those over the last.
+    commit_counts: tuple[int, ...] = (0,) * (len(COMMIT_BUCKETS_S) + 1)
+    commit_seconds: float = 0.0  # their durations added up
+    slow_commits: int = 0  # commits of SLOW_COMMIT_S or more
 
 
 # Hash names and ensemble states repeat from token to token: encode each once.
@@ -457,6 +473,12 @@ class IssuanceLog:
         self._stopping = False
         self._failed: JournalError | None = None
         self._records = self._batches = self._fsyncs = self._bytes = self._failures = 0
+        self._commit_counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
+        self._commit_seconds = 0.0
+        self._slow_commits = 0
+        self._slow_reported = 0  # slow commits already logged
+        self._slowest_s = 0.0  # the slowest commit since the last report
+        self._slow_report_after = 0.0  # monotonic time before which none is logged
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -542,11 +564,15 @@ class IssuanceLog:
         self._fd = -1
         if self._batches:
             log.info(
-                "issuance log %s closed: %d records in %d commits since start (%.1f per fsync)",
+                "issuance log %s closed: %d records in %d commits since start (%.1f per "
+                "fsync; a commit took %.2f ms on average, %d took %d ms or more)",
                 self._path.name,
                 self._records,
                 self._batches,
                 self._records / self._batches,
+                self._commit_seconds / self._batches * 1000,
+                self._slow_commits,
+                SLOW_COMMIT_S * 1000,
             )
 
     def __enter__(self) -> IssuanceLog:
@@ -570,6 +596,9 @@ class IssuanceLog:
             bytes_written=self._bytes,
             failures=self._failures,
             stopped=self._failed is not None,
+            commit_counts=tuple(self._commit_counts),
+            commit_seconds=self._commit_seconds,
+            slow_commits=self._slow_commits,
         )
 
     # -- callers --------------------------------------------------------------------------
@@ -738,10 +767,35 @@ class IssuanceLog:
             return
         self._size = size + GROW_BYTES
 
+    def _timed(self, seconds: float) -> None:
+        """Count a successful commit of ``seconds`` (the writer's thread); log slow ones,
+        at most once a minute, with how many there were since the last report."""
+        self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS_S, seconds)] += 1
+        self._commit_seconds += seconds
+        if seconds < SLOW_COMMIT_S:
+            return
+        self._slow_commits += 1
+        self._slowest_s = max(self._slowest_s, seconds)
+        now = time.monotonic()
+        if now < self._slow_report_after:
+            return
+        log.warning(
+            "issuance log %s: %d commit(s) took %d ms or more since %s, the slowest %.3f s: "
+            "the storage is slow to flush, and every token waits for its commit",
+            self._path.name,
+            self._slow_commits - self._slow_reported,
+            SLOW_COMMIT_S * 1000,
+            "the last report" if self._slow_reported else "start",
+            self._slowest_s,
+        )
+        self._slow_reported, self._slowest_s = self._slow_commits, 0.0
+        self._slow_report_after = now + _SLOW_REPORT_S
+
     def _commit(self, frames: list[bytes]) -> JournalError | None:
         if self._failed is not None:
             return self._failed
         data = b"".join(frames)
+        started = time.perf_counter()
         try:
             self._write_all(self._fd, data, self._end)
         except OSError as e:
@@ -768,6 +822,7 @@ class IssuanceLog:
             self._failed = JournalError(f"issuance log fsync failed, log stopped: {e}")
             log.critical("%s", self._failed)
             return self._failed
+        self._timed(time.perf_counter() - started)
         self._end += len(data)
         self._size = max(self._size, self._end)
         self._records += len(frames)

@@ -112,11 +112,17 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
     if tsa:
         stopped = tsa.get("issuance_logs_stopped") or 0
         granted = tsa.get("tokens_granted") or 0
+        slow = tsa.get("slow_commits") or 0
         lines.append(
-            _paint(f"{'TSA':12}", "alarm" if stopped else "selected", color)
+            _paint(f"{'TSA':12}", "alarm" if stopped else "slow" if slow else "selected", color)
             + f" {granted:,} token{'' if granted == 1 else 's'} granted,"
             + f" {tsa.get('requests_refused') or 0:,} refused"
             + (f"; {stopped} issuance log(s) STOPPED" if stopped else "")
+            + (
+                f"; {slow:,} slow issuance-log commit{'' if slow == 1 else 's'} (≥ 100 ms)"
+                if slow
+                else ""
+            )
         )
     sources = document.get("sources") or []
     lines.append("")

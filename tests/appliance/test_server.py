@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.server import ServerConfig, TsaService, create_app, health_document
 from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
-from appliance.tsa.journal import IssuanceLog, JournalError, read_log
+from appliance.tsa.journal import COMMIT_BUCKETS_S, IssuanceLog, JournalError, read_log
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
 
@@ -250,8 +252,18 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
             families.append(line.split()[2])
         elif not line.startswith("#"):
             assert _SAMPLE.match(line), line
-            assert line.split("{")[0].split(" ")[0] == families[-1], "family split apart"
+            name = line.split("{")[0].split(" ")[0]
+            assert name == families[-1] or (
+                name.removeprefix(families[-1]) in ("_bucket", "_sum", "_count")
+            ), "family split apart"
     assert len(families) == len(set(families))
+    # Prometheus's own parser reads all of it, and the commit histogram is consistent.
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    commit_times = parsed["horodate_tsa_issuance_log_commit_seconds"]
+    assert commit_times.type == "histogram"
+    buckets = [s for s in commit_times.samples if s.name.endswith("_bucket")]
+    assert [float(s.labels["le"]) for s in buckets] == [*COMMIT_BUCKETS_S, math.inf]
+    assert [s.value for s in buckets] == sorted(s.value for s in buckets)  # cumulative
     assert "horodate_clock_issuing 1" in text
     assert "horodate_tsa_tokens_granted_total 3" in text
     assert 'horodate_tsa_requests_refused_total{fail_info="badDataFormat"} 1' in text
@@ -260,6 +272,11 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
     assert "horodate_tsa_issuance_log_records_total 3" in text
     commits = int(re.search(r"^horodate_tsa_issuance_log_commits_total (\d+)$", text, re.M)[1])
     assert 1 <= commits <= 3
+    # every successful commit is timed: the histogram counts exactly the commits
+    assert buckets[-1].value == commits
+    assert f"horodate_tsa_issuance_log_commit_seconds_count {commits}" in text
+    total = next(s.value for s in commit_times.samples if s.name.endswith("_sum"))
+    assert 0 < total < 10
     written = int(re.search(r"^horodate_tsa_issuance_log_bytes_total (\d+)$", text, re.M)[1])
     assert written > 3 * 100  # three records of a hundred-odd bytes each
     assert "horodate_tsa_issuance_log_failures_total 0" in text
@@ -269,6 +286,7 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
         "tokens_granted": 3,
         "requests_refused": 1,
         "issuance_logs_stopped": 0,
+        "slow_commits": 0,
     }
 
 

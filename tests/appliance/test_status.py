@@ -74,6 +74,22 @@ def test_render_shows_the_tokens_and_a_stopped_issuance_log() -> None:
     assert "1 issuance log(s) STOPPED" in tsa_line and "\033[31m" in tsa_line
     one = render({**HEALTHY, "tsa": {**counts, "tokens_granted": 1}})
     assert "1 token granted, 7 refused" in one
+    assert "slow issuance-log" not in one
+
+
+def test_render_shows_slow_issuance_log_commits_in_yellow() -> None:
+    counts = {"tokens_granted": 9, "requests_refused": 0, "issuance_logs_stopped": 0}
+    slow = render({**HEALTHY, "tsa": {**counts, "slow_commits": 1234}}, color=True)
+    tsa_line = next(line for line in slow.splitlines() if "tokens granted" in line)
+    assert "1,234 slow issuance-log commits (≥ 100 ms)" in tsa_line
+    assert "\033[33m" in tsa_line  # a warning, not an alarm
+    assert "1 slow issuance-log commit (" in render(
+        {**HEALTHY, "tsa": {**counts, "slow_commits": 1}}
+    )
+    both = render(
+        {**HEALTHY, "tsa": {**counts, "slow_commits": 2, "issuance_logs_stopped": 1}}, color=True
+    )
+    assert "\033[31m" in both  # a stopped log outranks slow commits
 
 
 def test_render_not_issuing_says_why_in_colour() -> None:

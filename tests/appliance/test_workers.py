@@ -29,7 +29,7 @@ from appliance.metrics import TsaTally
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply
 from appliance.tsa.errors import TimeNotAvailable
-from appliance.tsa.journal import read_log
+from appliance.tsa.journal import COMMIT_BUCKETS_S, read_log
 from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher
 from drivers.sample import SourceKind, TimeSample
 from horodate.cli import main as horodate
@@ -174,6 +174,15 @@ def test_a_process_killed_while_holding_a_lock_does_not_stop_the_others() -> Non
         child.join(5)
 
 
+def commits(fast: int, slow_bucket: int | None = None) -> list[int]:
+    """Commit counts per bucket: ``fast`` in the 0.5 ms bucket, one in ``slow_bucket``."""
+    counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
+    counts[COMMIT_BUCKETS_S.index(0.0005)] = fast
+    if slow_bucket is not None:
+        counts[slow_bucket] += 1
+    return counts
+
+
 def test_worker_counters_add_up_and_survive_a_restart() -> None:
     from collections import Counter
 
@@ -188,6 +197,9 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
             log_bytes=1500,
             log_failures=1,
             logs_stopped=1,
+            log_commit_counts=commits(3, COMMIT_BUCKETS_S.index(0.5)),  # 3 fast, 1 of 0.3 s
+            log_commit_seconds=0.3015,
+            log_slow_commits=1,
         ),
     )
     shared.record_stats(
@@ -195,8 +207,23 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
     )
     assert shared.stats().logs_stopped == 1
     shared.retire(0)  # worker 1 died: its counts move to the tally, its block restarts
-    shared.record_stats(0, TsaTally(granted=3, log_records=3, log_commits=1, log_bytes=450))
+    shared.record_stats(
+        0,
+        TsaTally(
+            granted=3,
+            log_records=3,
+            log_commits=1,
+            log_bytes=450,
+            log_commit_counts=commits(1),
+            log_commit_seconds=0.0004,
+        ),
+    )
     total = shared.stats()
+    assert total.log_commit_counts == [
+        a + b for a, b in zip(commits(3, COMMIT_BUCKETS_S.index(0.5)), commits(1), strict=True)
+    ]
+    assert total.log_commit_seconds == pytest.approx(0.3019)
+    assert total.log_slow_commits == 1
     assert total.granted == 18
     assert total.refused == Counter({"badAlg": 2, "timeNotAvailable": 1})
     assert (total.log_records, total.log_commits, total.log_bytes) == (18, 5, 1950)
@@ -378,6 +405,11 @@ def test_workers_share_one_clock_and_never_repeat_a_serial(
     assert metric(base, "horodate_tsa_issuance_log_records_total") == sum(
         len(records) for records in logs.values()
     )
+    # every process's commits are timed: the histogram counts all of them
+    commits = metric(base, "horodate_tsa_issuance_log_commits_total")
+    assert commits >= len(served_by)
+    assert metric(base, "horodate_tsa_issuance_log_commit_seconds_count") == commits
+    assert metric(base, "horodate_tsa_issuance_log_commit_seconds_sum") > 0
     # What an auditor runs on the data directory: every process's log checks, and a token's
     # serial is found whichever process signed it.
     assert horodate(["issued", "--check", "--data-dir", str(data)]) == 0

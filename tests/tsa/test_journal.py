@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 import appliance.tsa.journal as journal_module
 from appliance.tsa.journal import (
+    COMMIT_BUCKETS_S,
     GROW_BYTES,
     MAGIC,
+    SLOW_COMMIT_S,
     IssuanceLog,
     Issued,
     JournalCorrupt,
@@ -287,6 +289,54 @@ def test_fsync_failure_fails_the_callers_and_stops_the_log(tmp_path: Path) -> No
         with pytest.raises(JournalError, match="fsync failed"):
             journal.append(rec(2))
         assert journal.stats.records == 0
+
+
+def test_commits_are_timed_and_slow_ones_logged_once_a_report_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Simulated: slow storage is a real fdatasync after a sleep (a worn SD card cannot be
+    # had here).
+    delays = [0.0, 0.12, 0.12, 0.12, 0.12]
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(delays.pop(0))
+        os.fdatasync(fd)
+
+    monkeypatch.setattr(journal_module, "_SLOW_REPORT_S", 0.5)
+    caplog.set_level(logging.WARNING, logger="appliance.tsa.journal")
+    with IssuanceLog(tmp_path / "l", fsync=slow_fsync) as journal:
+        journal.append(rec(1))  # fast
+        stats = journal.stats
+        assert stats.slow_commits == 0 and sum(stats.commit_counts) == 1
+        assert stats.commit_counts.index(1) < COMMIT_BUCKETS_S.index(SLOW_COMMIT_S)
+        for serial in (2, 3, 4):
+            journal.append(rec(serial))
+        time.sleep(0.5)  # past the report interval
+        journal.append(rec(5))
+        stats = journal.stats
+
+    assert sum(stats.commit_counts) == stats.fsyncs == 5
+    assert len(stats.commit_counts) == len(COMMIT_BUCKETS_S) + 1
+    slow_bucket = COMMIT_BUCKETS_S.index(0.25)  # 0.12 s: over 0.1, at most 0.25
+    assert stats.commit_counts[slow_bucket] == 4
+    assert stats.slow_commits == 4
+    assert 0.48 <= stats.commit_seconds < 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # the first at once, then one after the interval
+    assert "1 commit(s) took 100 ms or more since start, the slowest 0.1" in warnings[0]
+    assert "3 commit(s) took 100 ms or more since the last report" in warnings[1]
+    assert "storage is slow" in warnings[1]
+
+
+def test_a_failed_commit_is_not_timed(tmp_path: Path) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with IssuanceLog(tmp_path / "l", fsync=failing_fsync) as journal:
+        with pytest.raises(JournalError):
+            journal.append(rec(1))
+        stats = journal.stats
+    assert stats.failures == 1 and sum(stats.commit_counts) == 0 and stats.commit_seconds == 0
 
 
 def test_backlog_full_is_refused_not_queued_forever(tmp_path: Path) -> None:
