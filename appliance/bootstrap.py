@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from appliance.server import ServerConfig, TsaService, create_app
 from appliance.service import Appliance
 
 if TYPE_CHECKING:
+    from appliance.keys import TsaCredentials
     from appliance.tsa.engine import GenTimeFloor
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,17 @@ def build_tsa(
     (``serials-w1.state``, ``issued-w1.log``); ``gen_floor`` is the genTime floor shared by
     every process that signs (ADR 0007).
     """
-    from appliance.keys import CredentialsError, days_to_expiry, expiry_warning, load_credentials
+    from appliance.keys import CredentialsError, expiry_warning, load_credentials
     from appliance.tsa import TimeStampAuthority
     from appliance.tsa.journal import IssuanceLog
     from appliance.tsa.serials import SerialAllocator, SerialError
 
+    def load() -> TsaCredentials:
+        return load_credentials(paths.key, paths.cert, paths.chain, now=dt.datetime.now(dt.UTC))
+
     now = dt.datetime.now(dt.UTC)
     try:
-        creds = load_credentials(paths.key, paths.cert, paths.chain, now=now)
+        creds = load()
     except CredentialsError as e:
         raise StartupError(
             f"{e} (create development keys with `horodate keys init --dir DIR`)"
@@ -114,14 +117,11 @@ def build_tsa(
     except SerialError as e:
         raise StartupError(str(e)) from e
     journal = IssuanceLog(log_path)
-    return TsaService(
-        authority=authority,
-        serials=serials,
-        journal=journal,
-        chain_pem=creds.chain_pem(),
-        days_to_expiry=lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC)),
-        valid_until_ns=time.time_ns() + round(days_to_expiry(creds, now) * 86400e9),
+    service = TsaService(
+        authority=authority, serials=serials, journal=journal, load_credentials=load
     )
+    service.adopt(creds)
+    return service
 
 
 def instance_file(name: str, instance: str) -> str:

@@ -14,6 +14,7 @@ Error mapping lives here, in one place:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -47,7 +48,7 @@ class TsaService:
     authority: Any  # appliance.tsa.TimeStampAuthority
     serials: Any  # appliance.tsa.serials.SerialAllocator
     journal: Any | None  # appliance.tsa.journal.IssuanceLog (None: no log, tests only)
-    chain_pem: bytes
+    chain_pem: bytes = b""
     days_to_expiry: Callable[[], float] | None = None
     # First instant (POSIX ns) at which a certificate of the chain is no longer valid: no
     # token is signed from then on.
@@ -57,6 +58,53 @@ class TsaService:
     # The time of each token: (utc_ns, bound_ns) or the TSA's TimeNotAvailable.
     token_time: Callable[[], tuple[int, int]] | None = None
     issue_state: Callable[[], str] = str  # the clock's state behind the last token_time
+    # Reads the key and certificate again, checked as at start (appliance.keys.
+    # load_credentials on the files the service started with); raises CredentialsError.
+    load_credentials: Callable[[], Any] | None = None
+    reloads: Counter[str] = field(default_factory=Counter)  # "done" / "refused"
+
+    def adopt(self, creds: Any) -> None:
+        """Sign with ``creds`` (``appliance.keys.TsaCredentials``) from the next token on:
+        the engine's key and certificate, the chain ``/tsa/certs`` serves, the expiry the
+        metrics show and the instant signing stops. At start, and at each :meth:`reload`."""
+        from appliance.keys import days_to_expiry
+
+        if self.authority.credentials is not creds:
+            self.authority = self.authority.with_credentials(creds)
+        days = days_to_expiry(creds, dt.datetime.now(dt.UTC))
+        self.chain_pem = creds.chain_pem()
+        self.days_to_expiry = lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC))
+        self.valid_until_ns = time.time_ns() + round(days * 86400e9)
+
+    def reload(self) -> bool:
+        """Read the key and certificate again (SIGHUP: a renewed certificate, a new key).
+        If they pass the checks made at start, every token from the next on is signed with
+        them, and the clock, serial numbers and issuance log carry on untouched; if not, the
+        ones in use stay and the error is logged. Never raises."""
+        from appliance.keys import expiry_warning
+
+        if self.load_credentials is None:
+            log.warning("tsa: reload asked, but this service has no key files to read")
+            return False
+        try:
+            creds = self.load_credentials()
+            self.adopt(creds)
+        except Exception as e:  # CredentialsError, or a key the engine cannot use
+            self.reloads["refused"] += 1
+            log.error("tsa: reload refused, still signing with the certificate in use: %s", e)
+            return False
+        self.reloads["done"] += 1
+        cert = creds.certificate
+        log.info(
+            "tsa: key and certificate reloaded: %s, certificate serial %#x, valid until %s",
+            cert.subject.rfc4514_string(),
+            cert.serial_number,
+            cert.not_valid_after_utc.isoformat(),
+        )
+        warning = expiry_warning(creds, dt.datetime.now(dt.UTC))
+        if warning:
+            log.warning("tsa: %s", warning)
+        return True
 
     def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
         """Answer one request now: the ``TimeStampResp`` DER and, for a granted token, its
@@ -538,6 +586,14 @@ async def metrics(request: web.Request) -> web.Response:
                 "gauge",
                 "Days until the TSA certificate expires",
                 service.days_to_expiry(),
+            )
+        for result in ("done", "refused"):
+            e.add(
+                "horodate_tsa_credential_reloads_total",
+                "counter",
+                "Reloads of the TSA key and certificate (SIGHUP) by the main process, by result",
+                service.reloads[result],
+                {"result": result},
             )
     e.add(
         "horodate_uptime_seconds",

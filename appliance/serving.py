@@ -101,7 +101,8 @@ async def serve_forever(
     shared: SharedClock | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; with ``shared``, beside ``shared.workers`` worker
-    processes (``appliance.workers``) answering on the same socket."""
+    processes (``appliance.workers``) answering on the same socket. SIGHUP: every process
+    reads the TSA key and certificate again (:meth:`TsaService.reload`)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +112,15 @@ async def serve_forever(
         assert config is not None
         pool = WorkerPool(config, shared)
         app[WORKERS] = pool  # before the app is frozen
+
+    def reload() -> None:
+        log.info("SIGHUP: reading the TSA key and certificate again")
+        if TSA in app:
+            app[TSA].reload()
+        if pool is not None:
+            pool.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     async with listening(app, public) as where:
         log.info("serving http://%s:%d", where.host, where.port)
         if pool is None:

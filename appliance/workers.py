@@ -306,6 +306,9 @@ class TicketPublisher:
                 log.exception("workers: publishing the time failed")
 
 
+_RELOAD_ASKED = threading.Event()  # a worker's SIGHUP before its event loop runs
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker process needs; pickled into it."""
@@ -330,6 +333,8 @@ def worker_main(spec: WorkerSpec) -> None:
         format=f"%(asctime)s %(levelname)-7s %(name)s[{spec.name}]: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    # A reload asked while this worker is still starting is remembered, then done (_serve).
+    signal.signal(signal.SIGHUP, lambda signum, frame: _RELOAD_ASKED.set())
     from appliance.bootstrap import StartupError, build_tsa, ensure_dev_keys, key_paths
 
     config = spec.config
@@ -355,6 +360,9 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, tsa.reload)
+    if _RELOAD_ASKED.is_set():
+        tsa.reload()
     lane = LaneConfig(max_body=spec.config.tsa.max_request_bytes, backend=spec.backend)
     assert tsa.journal is not None
     tsa.journal.start()
@@ -430,6 +438,17 @@ class WorkerPool:
     @property
     def pids(self) -> list[int | None]:
         return [p.pid for p in self._procs]
+
+    def reload(self) -> int:
+        """Have every running worker read the TSA key and certificate again (SIGHUP, which
+        each handles as the main process does); returns how many were asked."""
+        asked = 0
+        for p in self._procs:
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGHUP)
+                    asked += 1
+        return asked
 
     def start(self, public: socket.socket, backend: str) -> None:
         level = logging.getLogger().getEffectiveLevel()

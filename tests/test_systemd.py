@@ -66,3 +66,11 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def test_reloading_the_appliance_sends_it_sighup() -> None:
+    """`systemctl reload` must send what the appliance handles as a reload (SIGHUP: the
+    key and certificate read again, tests/appliance/test_workers.py), never stop it."""
+    argv = shlex.split(directive(SYSTEMD / "horodate-appliance.service", "ExecReload"))
+    assert argv == ["/bin/kill", "-HUP", "$MAINPID"]
+    assert Path(argv[0]).exists()

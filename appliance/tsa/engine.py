@@ -265,6 +265,7 @@ class TimeStampAuthority:
         self.accepted_policies = frozenset(accepted_policies or ()) | {policy_oid}
         self._policy_der = {oid: der.encode_oid(oid) for oid in self.accepted_policies}
         self._signer = _signer_for(credentials)
+        self._self_check_every_asked = self_check_every
         every = self._signer.verify_every if self_check_every is None else self_check_every
         if every < 1:
             raise ValueError("self_check_every must be >= 1")
@@ -278,6 +279,25 @@ class TimeStampAuthority:
         self._sec_cache: tuple[int, bytes] = (-1, b"")  # genTime seconds -> its text
         self._accuracy_cache: tuple[int, bytes] = (-1, b"")  # accuracy_us -> its DER
         self._build_templates()
+
+    def with_credentials(self, credentials: TsaCredentials) -> TimeStampAuthority:
+        """A TSA like this one that signs with ``credentials`` (a renewed certificate, a new
+        key): the same policies, accuracy limit, self-check and genTime floor — genTime
+        never goes back across the change — and its counters carried on. This one is left
+        as it was, so the caller swaps engines in one step."""
+        other = TimeStampAuthority(
+            credentials,
+            policy_oid=self.policy_oid,
+            accepted_policies=self.accepted_policies,
+            self_check=self.self_check,
+            self_check_every=self._self_check_every_asked,
+            max_accuracy_us=self.max_accuracy_us,
+            gen_floor=self._floor,
+        )
+        other.tokens_issued = self.tokens_issued
+        other.self_checks = self.self_checks
+        other.self_check_failures = self.self_check_failures
+        return other
 
     # --- precomputation -------------------------------------------------------------------
 

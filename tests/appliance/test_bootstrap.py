@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from appliance.config import ApplianceConfig
 from appliance.server import TSA
 from appliance.service import Appliance, Sources
 from appliance.timekeeper import Timekeeper
+from appliance.tsa.client import Digest, VerificationFailed, build_request, verify_reply
 from horodate.cli import main as horodate
 
 
@@ -56,3 +59,42 @@ def test_command_line_reports_startup_errors_without_a_traceback(
     assert horodate(["appliance", "--config", str(bad), "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "unknown key 'baud'" in err and "Traceback" not in err
+
+
+def test_a_reload_adopts_renewed_keys_and_keeps_the_current_ones_when_the_new_are_bad(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ApplianceConfig(data_dir=tmp_path)
+    keys, renewed = tmp_path / "keys", tmp_path / "renewed"
+    assert horodate(["keys", "init", "--dir", str(keys)]) == 0
+    first_cert = (keys / "tsa.pem").read_bytes()
+    app = build_app(config, appliance=quiet_appliance(config))
+    tsa = app[TSA]
+    tsa.token_time = lambda: (time.time_ns(), 1_000_000)
+    query = build_request(bytes(32), digest=Digest.SHA256, nonce=7)
+    try:
+        before = tsa.authority
+        # The operator puts a renewed key and certificate (here from another CA) in place.
+        assert horodate(["keys", "init", "--dir", str(renewed), "--key-type", "ec-p384"]) == 0
+        for name in ("tsa.key", "tsa.pem", "chain.pem"):
+            os.replace(renewed / name, keys / name)
+        assert tsa.reload() is True
+        assert tsa.authority is not before and tsa.reloads == {"done": 1}
+        assert tsa.chain_pem == (keys / "tsa.pem").read_bytes() + (keys / "chain.pem").read_bytes()
+        der, record = tsa.sign(query.der)
+        assert record is not None
+        verify_reply(der, message_imprint=bytes(32), ca_pem=(renewed / "ca.pem").read_bytes())
+        with pytest.raises(VerificationFailed):
+            verify_reply(der, message_imprint=bytes(32), ca_pem=(keys / "ca.pem").read_bytes())
+
+        # A certificate that is not the key's: refused, and signing goes on as it was.
+        (keys / "tsa.pem").write_bytes(first_cert)
+        current, chain = tsa.authority, tsa.chain_pem
+        assert tsa.reload() is False
+        assert tsa.authority is current and tsa.chain_pem == chain
+        assert tsa.reloads == {"done": 1, "refused": 1}
+        assert "reload refused, still signing with the certificate in use" in caplog.text
+        der, _ = tsa.sign(query.der)
+        verify_reply(der, message_imprint=bytes(32), ca_pem=(renewed / "ca.pem").read_bytes())
+    finally:
+        tsa.serials.close()

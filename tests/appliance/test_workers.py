@@ -27,7 +27,7 @@ import appliance.workers as workers
 from appliance.clock import ClockState, Ensemble, Policy, Window
 from appliance.metrics import TsaTally
 from appliance.tsa import FailInfo
-from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply
+from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply, verify_reply
 from appliance.tsa.errors import TimeNotAvailable
 from appliance.tsa.journal import COMMIT_BUCKETS_S, read_log
 from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher
@@ -507,3 +507,53 @@ def test_workers_stop_when_the_main_process_is_killed(
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))  # nobody listens on it any more
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sighup_renews_the_certificate_of_every_process_without_stopping(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path], tmp_path: Path
+) -> None:
+    """The operator puts a renewed key and certificate in place and sends SIGHUP (what
+    `systemctl reload` does): every process signs with them from then on, the clock never
+    stops issuing, serial numbers carry on."""
+    base, proc, data = appliance_with_workers
+    keys, renewed = data / "keys", tmp_path / "renewed"
+    before = [stamp(base, i) for i in range(12)]
+    assert horodate(["keys", "init", "--dir", str(renewed), "--key-type", "ec-p384"]) == 0
+    for name in ("tsa.key", "tsa.pem", "chain.pem"):
+        os.replace(renewed / name, keys / name)
+    new_ca = (renewed / "ca.pem").read_bytes()
+
+    proc.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: metric(base, 'horodate_tsa_credential_reloads_total{result="done"}') == 1,
+        10,
+        "the main process reloaded",
+    )
+    time.sleep(0.5)  # the workers got the signal from the main process at the same moment
+    assert http_status(f"{base}/health") == 200  # issuing throughout
+    status, chain = http(f"{base}/tsa/certs")
+    assert status == 200 and chain == (keys / "tsa.pem").read_bytes() + new_ca
+
+    after: dict[int, tuple[bytes, bytes]] = {}  # serial -> (reply, imprint)
+    logs = sorted(data.glob("issued*.log"))
+    assert len(logs) == 3
+
+    def every_process_answered() -> bool:
+        for i in range(12):
+            imprint = hashlib.sha256(b"after %d" % i).digest()
+            q = build_request(imprint, digest=Digest.SHA256, nonce=i)
+            status, body = http(f"{base}/tsa", q.der)
+            reply = parse_reply(body)
+            assert status == 200 and reply.granted and reply.info is not None
+            after[reply.info.serial] = body, imprint
+        logged = [{r.serial for r in read_log(p)} for p in logs]
+        return all(set(after) & serials for serials in logged)
+
+    wait_until(every_process_answered, 60, "a token from every process")
+    for body, imprint in after.values():
+        verify_reply(body, message_imprint=imprint, ca_pem=new_ca)
+    serials = [r.info.serial for r in before if r.info] + list(after)
+    assert len(set(serials)) == len(serials)
+    assert metric(base, 'horodate_tsa_credential_reloads_total{result="refused"}') == 0

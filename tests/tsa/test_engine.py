@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -461,3 +463,41 @@ def test_fuzz_respond_always_answers_a_valid_response(p256: TsaCredentials, data
         assert isinstance(resp["time_stamp_token"]["content"], cms.SignedData)
     else:
         assert reply.fail_info is not None and reply.fail_info is not FailInfo.systemFailure
+
+
+# --- new credentials (a reload) ------------------------------------------------------------
+
+
+def test_with_credentials_signs_with_the_new_key_and_keeps_the_floor_and_counters(
+    p256: TsaCredentials,
+    credentials: Callable[[str], TsaCredentials],
+    dev_pki: Callable[[str], Any],
+) -> None:
+    from appliance.tsa.client import VerificationFailed, verify_reply
+
+    now = time.time_ns()  # the development certificates are valid from today
+    old = TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset({"1.2.3.4"}))
+    first = old.respond(make_request(), time=fixed_time(now, 1_000_000), serial=Serials())
+    p384 = credentials("ec-p384")
+    new = old.with_credentials(p384)
+    assert new.credentials is p384 and old.credentials is p256  # the old engine untouched
+    assert new.accepted_policies == old.accepted_policies
+    assert new.max_accuracy_us == old.max_accuracy_us
+
+    # the estimate steps 5 ms back across the change: the shared floor holds genTime
+    back = fixed_time(now - 5_000_000, 1_000_000)
+    second = new.respond(make_request(policy="1.2.3.4"), time=back, serial=Serials())
+    assert second.granted and second.gen_time_ns == first.gen_time_ns
+    assert new.stats()["tokens_issued"] == 2 and old.stats()["tokens_issued"] == 1
+
+    imprint = b"\x5a" * 32
+    p384_ca = dev_pki("ec-p384").ca_cert.read_bytes()
+    p256_ca = dev_pki("ec-p256").ca_cert.read_bytes()
+    verify_reply(second.der, message_imprint=imprint, ca_pem=p384_ca)
+    with pytest.raises(VerificationFailed):
+        verify_reply(second.der, message_imprint=imprint, ca_pem=p256_ca)
+    tsa_name = tst_info(second.der)["tsa"].chosen.native  # the TSTInfo names the new TSA
+    subject = p384.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert tsa_name["common_name"] == subject
+    still_old = old.respond(make_request(), time=fixed_time(now + 1000), serial=Serials())
+    verify_reply(still_old.der, message_imprint=imprint, ca_pem=p256_ca)
