@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,22 @@ from appliance.server import CONFIG, TIMEKEEPER, TSA, WORKERS
 from appliance.workers import SharedClock, TicketPublisher, WorkerPool
 
 log = logging.getLogger(__name__)
+
+_RELOAD_ASKED = threading.Event()  # a SIGHUP while the appliance was still starting
+
+
+def remember_reloads() -> None:
+    """From now until the event loop handles it, a SIGHUP (a reload) is remembered
+    (:func:`reload_was_asked`) instead of ending the process, its default action. For the
+    main process and each TSA worker, at the start of their start-up."""
+    signal.signal(signal.SIGHUP, lambda signum, frame: _RELOAD_ASKED.set())
+
+
+def reload_was_asked() -> bool:
+    """Whether a SIGHUP came while starting (once: the request is then forgotten)."""
+    asked = _RELOAD_ASKED.is_set()
+    _RELOAD_ASKED.clear()
+    return asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +138,8 @@ async def serve_forever(
             pool.reload()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if reload_was_asked():  # while starting: the files may have changed since they were read
+        reload()
     async with listening(app, public) as where:
         log.info("serving http://%s:%d", where.host, where.port)
         if pool is None:

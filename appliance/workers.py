@@ -306,9 +306,6 @@ class TicketPublisher:
                 log.exception("workers: publishing the time failed")
 
 
-_RELOAD_ASKED = threading.Event()  # a worker's SIGHUP before its event loop runs
-
-
 @dataclass(frozen=True)
 class WorkerSpec:
     """Everything a worker process needs; pickled into it."""
@@ -333,9 +330,10 @@ def worker_main(spec: WorkerSpec) -> None:
         format=f"%(asctime)s %(levelname)-7s %(name)s[{spec.name}]: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    # A reload asked while this worker is still starting is remembered, then done (_serve).
-    signal.signal(signal.SIGHUP, lambda signum, frame: _RELOAD_ASKED.set())
     from appliance.bootstrap import StartupError, build_tsa, ensure_dev_keys, key_paths
+    from appliance.serving import remember_reloads
+
+    remember_reloads()  # the main process passes its SIGHUP on, maybe while this one starts
 
     config = spec.config
     try:
@@ -356,12 +354,13 @@ def worker_main(spec: WorkerSpec) -> None:
 
 async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     from appliance.fastlane import FastLane, Flush, LaneConfig
+    from appliance.serving import reload_was_asked
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGHUP, tsa.reload)
-    if _RELOAD_ASKED.is_set():
+    if reload_was_asked():
         tsa.reload()
     lane = LaneConfig(max_body=spec.config.tsa.max_request_bytes, backend=spec.backend)
     assert tsa.journal is not None

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from appliance.bootstrap import StartupError, build_app
     from appliance.config import ConfigError, load_config
+    from appliance.serving import remember_reloads
 
+    remember_reloads()  # a `systemctl reload` while starting must not end the appliance
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:

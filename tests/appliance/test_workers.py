@@ -557,3 +557,55 @@ def test_sighup_renews_the_certificate_of_every_process_without_stopping(
     serials = [r.info.serial for r in before if r.info] + list(after)
     assert len(set(serials)) == len(serials)
     assert metric(base, 'horodate_tsa_credential_reloads_total{result="refused"}') == 0
+
+
+# The appliance, its start-up interrupted by a SIGHUP it sends itself as it builds the app.
+_RELOAD_WHILE_STARTING = """
+import os, signal, sys
+import appliance.bootstrap as bootstrap
+
+real_build_app = bootstrap.build_app
+
+def build_app(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGHUP)  # `systemctl reload` while the appliance starts
+    return real_build_app(*args, **kwargs)
+
+bootstrap.build_app = build_app
+from horodate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_reload_asked_while_starting_does_not_end_the_appliance(tmp_path: Path) -> None:
+    """SIGHUP's default action ends a process: `systemctl reload` right after a start must
+    not. It is remembered during start-up, then done once serving."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-c", _RELOAD_WHILE_STARTING, "appliance", "--simulate"),
+            *("--data-dir", str(tmp_path / "appliance"), "--listen", f"127.0.0.1:{port}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or http_status(f"{base}/health") == 200,
+            90,
+            "the clock issuing",
+        )
+        assert proc.poll() is None, f"the appliance ended (status {proc.returncode})"
+        assert metric(base, 'horodate_tsa_credential_reloads_total{result="done"}') == 1
+        assert stamp(base, 1).granted
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
