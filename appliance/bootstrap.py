@@ -79,7 +79,7 @@ def build_tsa(
     (``serials-w1.state``, ``issued-w1.log``); ``gen_floor`` is the genTime floor shared by
     every process that signs (ADR 0007).
     """
-    from appliance.keys import CredentialsError, expiry_warning, load_credentials
+    from appliance.keys import CredentialsError, load_credentials
     from appliance.tsa import TimeStampAuthority
     from appliance.tsa.journal import IssuanceLog
     from appliance.tsa.serials import SerialAllocator, SerialError
@@ -87,16 +87,12 @@ def build_tsa(
     def load() -> TsaCredentials:
         return load_credentials(paths.key, paths.cert, paths.chain, now=dt.datetime.now(dt.UTC))
 
-    now = dt.datetime.now(dt.UTC)
     try:
         creds = load()
     except CredentialsError as e:
         raise StartupError(
             f"{e} (create development keys with `horodate keys init --dir DIR`)"
         ) from e
-    warning = expiry_warning(creds, now)
-    if warning:
-        log.warning("tsa: %s", warning)
     authority = TimeStampAuthority(
         creds,
         policy_oid=config.tsa.policy_oid,

@@ -14,13 +14,14 @@ Error mapping lives here, in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +63,7 @@ class TsaService:
     # load_credentials on the files the service started with); raises CredentialsError.
     load_credentials: Callable[[], Any] | None = None
     reloads: Counter[str] = field(default_factory=Counter)  # "done" / "refused"
+    credentials: Any | None = None  # appliance.keys.TsaCredentials in use (see adopt)
 
     def adopt(self, creds: Any) -> None:
         """Sign with ``creds`` (``appliance.keys.TsaCredentials``) from the next token on:
@@ -72,6 +74,7 @@ class TsaService:
         if self.authority.credentials is not creds:
             self.authority = self.authority.with_credentials(creds)
         days = days_to_expiry(creds, dt.datetime.now(dt.UTC))
+        self.credentials = creds
         self.chain_pem = creds.chain_pem()
         self.days_to_expiry = lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC))
         self.valid_until_ns = time.time_ns() + round(days * 86400e9)
@@ -81,8 +84,6 @@ class TsaService:
         If they pass the checks made at start, every token from the next on is signed with
         them, and the clock, serial numbers and issuance log carry on untouched; if not, the
         ones in use stay and the error is logged. Never raises."""
-        from appliance.keys import expiry_warning
-
         if self.load_credentials is None:
             log.warning("tsa: reload asked, but this service has no key files to read")
             return False
@@ -93,7 +94,7 @@ class TsaService:
             self.reloads["refused"] += 1
             log.error("tsa: reload refused, still signing with the certificate in use: %s", e)
             return False
-        self.reloads["done"] += 1
+        self.reloads["done"] += 1  # (load_credentials has logged any expiry warning)
         cert = creds.certificate
         log.info(
             "tsa: key and certificate reloaded: %s, certificate serial %#x, valid until %s",
@@ -101,10 +102,19 @@ class TsaService:
             cert.serial_number,
             cert.not_valid_after_utc.isoformat(),
         )
-        warning = expiry_warning(creds, dt.datetime.now(dt.UTC))
+        return True
+
+    def warn_if_expiring(self) -> str | None:
+        """Log (and return) the expiry warning while a certificate in use expires within
+        ``appliance.keys.EXPIRY_WARNING_DAYS`` (each day; loading the files warns too)."""
+        from appliance.keys import expiry_warning
+
+        if self.credentials is None:
+            return None
+        warning = expiry_warning(self.credentials, dt.datetime.now(dt.UTC))
         if warning:
             log.warning("tsa: %s", warning)
-        return True
+        return warning
 
     def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
         """Answer one request now: the ``TimeStampResp`` DER and, for a granted token, its
@@ -248,6 +258,7 @@ def create_app(
             tsa.token_time = timekeeper.token_time
             tsa.issue_state = lambda: timekeeper.last_issue_state
         app[TSA] = tsa
+        app.cleanup_ctx.append(_expiry_watch)
         app.router.add_route("*", "/tsa", tsa_endpoint)
         app.router.add_get("/tsa/certs", tsa_certs)
     app.router.add_get("/health", health)
@@ -265,6 +276,24 @@ def create_app(
 
 
 # --- RFC 3161 --------------------------------------------------------------------------
+
+EXPIRY_CHECK_S = 86_400.0  # how often a running appliance re-checks its certificate's expiry
+
+
+async def _expiry_watch(app: web.Application) -> AsyncIterator[None]:
+    """Each day, the expiry warning again while it applies: an appliance that runs for
+    months crosses the warning's threshold without a restart to log it."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_S)
+            app[TSA].warn_if_expiring()
+
+    task = asyncio.get_running_loop().create_task(watch())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
@@ -395,6 +424,13 @@ async def health(request: web.Request) -> web.Response:
             "issuance_logs_stopped": tally.logs_stopped,
             "slow_commits": tally.log_slow_commits,
         }
+        service = request.app[TSA]
+        if service.days_to_expiry is not None:
+            from appliance.keys import EXPIRY_WARNING_DAYS
+
+            days = service.days_to_expiry()
+            document["tsa"]["certificate_days_left"] = round(days, 1)
+            document["tsa"]["certificate_expiring"] = days <= EXPIRY_WARNING_DAYS
         if tally.logs_stopped and document["issuing"]:
             # The clock could, but a process whose log stopped withholds every token.
             document["issuing"] = False

@@ -124,6 +124,17 @@ def render(document: dict[str, Any], *, color: bool = False) -> str:
                 else ""
             )
         )
+        days = tsa.get("certificate_days_left")
+        if days is not None:
+            word = "alarm" if days <= 0 else "expiring" if tsa.get("certificate_expiring") else ""
+            lines.append(
+                _paint(f"{'TSA cert':12}", word or "selected", color)
+                + (
+                    f" EXPIRED {-days:,.1f} days ago: no tokens"
+                    if days <= 0
+                    else f" expires in {days:,.1f} days" + ("; renew it" if word else "")
+                )
+            )
     sources = document.get("sources") or []
     lines.append("")
     lines.append(f"{'SOURCE':<24} {'STATUS':<14} {'OFFSET':>12} {'BOUND':>12} {'AGE':>7}  REASON")

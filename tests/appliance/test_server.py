@@ -7,8 +7,11 @@ issuance log by reading it back.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import errno
 import hashlib
+import logging
 import math
 import re
 import subprocess
@@ -19,6 +22,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+import appliance.server as server_module
+from appliance.keys import init_dev_pki, load_credentials
 from appliance.server import ServerConfig, TsaService, create_app, health_document
 from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
@@ -287,6 +292,8 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
         "requests_refused": 1,
         "issuance_logs_stopped": 0,
         "slow_commits": 0,
+        "certificate_days_left": 100.0,
+        "certificate_expiring": False,
     }
 
 
@@ -407,3 +414,38 @@ async def test_fuzzed_bodies_always_get_a_der_reply_never_a_500(
             assert reply.info.message_imprint == parse_request(body).imprint
         else:
             assert reply.fail_info, body.hex()
+
+
+async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
+    aiohttp_client: Any,
+    timekeeper: Timekeeper,
+    clock: VirtualClock,
+    tsa_service: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An appliance that runs for months crosses the warning's threshold with no restart
+    to log it: it checks again each day (here, every 50 ms)."""
+    now = dt.datetime.now(dt.UTC)
+    # A development PKI made 810 days ago: its TSA certificate (825 days) has 15 days left.
+    old = init_dev_pki(tmp_path / "old-pki", now=now - dt.timedelta(days=810))
+    creds = load_credentials(old.tsa_key, old.tsa_cert, old.chain, now=now)
+    monkeypatch.setattr(server_module, "EXPIRY_CHECK_S", 0.05)
+    caplog.set_level(logging.WARNING, logger="appliance.server")
+    feed_agreeing_sources(timekeeper, clock)
+    service: TsaService = tsa_service()
+    service.adopt(creds)
+    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    await asyncio.sleep(0.3)
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "appliance.server" and "expires in" in r.getMessage()
+    ]
+    assert len(warnings) >= 2, warnings
+    assert "expires in 15.0 days" in warnings[0] and "renew it" in warnings[0]
+    health = await (await client.get("/health")).json()
+    assert health["tsa"]["certificate_expiring"] is True
+    assert health["tsa"]["certificate_days_left"] == pytest.approx(15.0, abs=0.1)
+    assert (await client.post("/tsa", data=query().der, headers=TSQ)).status == 200

@@ -112,3 +112,20 @@ def test_render_not_issuing_says_why_in_colour() -> None:
 def test_unreachable_appliance_exits_2(capsys: Any) -> None:
     assert horodate(["status", "--url", "http://127.0.0.1:9", "--timeout", "2"]) == 2
     assert "cannot read http://127.0.0.1:9/health" in capsys.readouterr().err
+
+
+def test_render_shows_the_tsa_certificate_expiry_at_a_glance() -> None:
+    counts = {"tokens_granted": 1, "requests_refused": 0, "issuance_logs_stopped": 0}
+
+    def cert_line(days: float, expiring: bool) -> str:
+        tsa = {**counts, "certificate_days_left": days, "certificate_expiring": expiring}
+        text = render({**HEALTHY, "tsa": tsa}, color=True)
+        return next(line for line in text.splitlines() if "TSA cert" in line)
+
+    fine = cert_line(812.4, False)
+    assert "expires in 812.4 days" in fine and "\033[32m" in fine and "renew" not in fine
+    soon = cert_line(12.0, True)
+    assert "expires in 12.0 days; renew it" in soon and "\033[33m" in soon
+    gone = cert_line(-1.5, True)
+    assert "EXPIRED 1.5 days ago: no tokens" in gone and "\033[31m" in gone
+    assert "TSA cert" not in render({**HEALTHY, "tsa": counts})  # an older appliance
