@@ -71,11 +71,13 @@ class TsaService:
         metrics show and the instant signing stops. At start, and at each :meth:`reload`."""
         from appliance.keys import days_to_expiry
 
-        if self.authority.credentials is not creds:
-            self.authority = self.authority.with_credentials(creds)
+        authority = self.authority
+        if authority.credentials is not creds:
+            authority = authority.with_credentials(creds)
         days = days_to_expiry(creds, dt.datetime.now(dt.UTC))
-        self.credentials = creds
-        self.chain_pem = creds.chain_pem()
+        chain_pem = creds.chain_pem()
+        # all computed: now swap, with no await between (one step for the event loop)
+        self.authority, self.credentials, self.chain_pem = authority, creds, chain_pem
         self.days_to_expiry = lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC))
         self.valid_until_ns = time.time_ns() + round(days * 86400e9)
 
