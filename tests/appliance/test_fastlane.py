@@ -1147,3 +1147,73 @@ def test_bare_lane_under_uvloop() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(test_without_a_backend_other_requests_get_503())
         runner.run(test_an_idle_connection_is_closed_after_the_idle_timeout())
+
+
+# --- grouping the tokens' records -----------------------------------------------------------
+
+
+class GroupedTokens:
+    """A TSA that records the groups of records it is asked to make durable (at once)."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[bytes]] = []
+
+    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
+        return b"token:" + body, body
+
+    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
+        self.groups.append(records)
+        asyncio.get_running_loop().call_soon(done, True)
+
+    def withheld(self) -> bytes:
+        return b"withheld"
+
+
+class RepliedLane:
+    """Stands for a connection: keeps the answers it is given."""
+
+    def __init__(self) -> None:
+        self.replies: list[bytes | None] = []
+
+    def _reply(self, der: bytes | None, close: bool) -> None:
+        self.replies.append(der)
+
+
+async def iterations(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_requests_arriving_while_a_group_forms_are_committed_together() -> None:
+    tokens, lane = GroupedTokens(), RepliedLane()
+    flush = Flush(tokens, group_wait_s=10.0)
+    for body in (b"1", b"2", b"3"):  # one request per event-loop iteration
+        flush.add(cast(FastLane, lane), body, False)
+        await iterations(1)
+    assert tokens.groups == []  # still arriving: the group waits
+    await iterations(3)
+    assert tokens.groups == [[b"1", b"2", b"3"]]
+    assert lane.replies == [b"token:1", b"token:2", b"token:3"]  # after the commit, in order
+
+
+async def test_a_lone_request_waits_one_iteration_not_the_group_wait() -> None:
+    tokens, lane = GroupedTokens(), RepliedLane()
+    flush = Flush(tokens, group_wait_s=10.0)
+    flush.add(cast(FastLane, lane), b"alone", False)
+    await iterations(3)
+    assert tokens.groups == [[b"alone"]] and lane.replies == [b"token:alone"]
+
+
+async def test_a_steady_stream_is_cut_into_groups_at_the_group_wait() -> None:
+    tokens, lane = GroupedTokens(), RepliedLane()
+    flush = Flush(tokens, group_wait_s=0.01)
+    loop = asyncio.get_running_loop()
+    end, sent = loop.time() + 0.1, 0
+    while loop.time() < end:  # a request every iteration for 0.1 s: never quiet
+        flush.add(cast(FastLane, lane), b"%d" % sent, False)
+        sent += 1
+        await iterations(1)
+    await iterations(3)
+    assert 5 <= len(tokens.groups) <= 12  # ~0.1 s / 0.01 s: cut by the wait, not one group
+    assert [r for group in tokens.groups for r in group] == [b"%d" % i for i in range(sent)]
+    assert lane.replies == [b"token:%d" % i for i in range(sent)]
