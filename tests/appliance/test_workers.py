@@ -328,6 +328,17 @@ def worker_pids(proc: subprocess.Popen[bytes]) -> set[int]:
     }
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as systemd stops the appliance; SIGKILL if it has not ended in 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def appliance_with_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     data = tmp_path / "appliance"
@@ -355,13 +366,7 @@ def appliance_with_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Pop
         wait_until(lambda: metric(base, "horodate_tsa_workers_alive") == 2, 30, "two workers")
         yield base, proc, data
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         assert proc.stderr is not None
         proc.stderr.close()
 
@@ -602,10 +607,4 @@ def test_a_reload_asked_while_starting_does_not_end_the_appliance(tmp_path: Path
         assert metric(base, 'horodate_tsa_credential_reloads_total{result="done"}') == 1
         assert stamp(base, 1).granted
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
