@@ -152,6 +152,8 @@ class SharedClock:
         self._floor_cell = ctx.RawValue(ctypes.c_int64, 0)
         # one block per worker, then the tally of workers that died (restarted from zero)
         self._counters = ctx.RawArray(ctypes.c_int64, (workers + 1) * _PER_WORKER)
+        # 1 once worker i survives a SIGHUP (it would end a process that is still booting)
+        self._takes_reloads = ctx.RawArray(ctypes.c_int8, max(workers, 1))
         self.workers = workers
         # growth of the window per ns of raw-monotonic time, in parts per 10^9
         self._rate_ppb = int(crystal_max_ppm * 1000) + 1
@@ -237,6 +239,16 @@ class SharedClock:
             c[tally + i] += c[base + i]
         for i in range(_PER_WORKER):
             c[base + i] = 0
+        self._takes_reloads[index] = 0
+
+    def takes_reloads(self, index: int) -> bool:
+        """Whether worker ``index`` may be sent SIGHUP (see :meth:`ready_for_reloads`)."""
+        return bool(self._takes_reloads[index])
+
+    def ready_for_reloads(self, index: int) -> None:
+        """Worker ``index`` handles (or remembers) SIGHUP from now on, and has not read its
+        key files yet: a reload before this would end it, and it reads the new files anyway."""
+        self._takes_reloads[index] = 1
 
     def stats(self) -> TsaTally:
         """The workers' counts, all together (those of workers that died included)."""
@@ -334,6 +346,7 @@ def worker_main(spec: WorkerSpec) -> None:
     from appliance.serving import remember_reloads
 
     remember_reloads()  # the main process passes its SIGHUP on, maybe while this one starts
+    spec.shared.ready_for_reloads(spec.index)  # before the key files are read, not after
 
     config = spec.config
     try:
@@ -442,8 +455,9 @@ class WorkerPool:
         """Have every running worker read the TSA key and certificate again (SIGHUP, which
         each handles as the main process does); returns how many were asked."""
         asked = 0
-        for p in self._procs:
-            if p.is_alive() and p.pid is not None:
+        for i, p in enumerate(self._procs):
+            # one still booting is not signalled: it will read the files as they are now
+            if p.is_alive() and p.pid is not None and self._shared.takes_reloads(i):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGHUP)
                     asked += 1

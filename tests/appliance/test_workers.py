@@ -25,12 +25,13 @@ from hypothesis import strategies as st
 
 import appliance.workers as workers
 from appliance.clock import ClockState, Ensemble, Policy, Window
+from appliance.config import ApplianceConfig
 from appliance.metrics import TsaTally
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply, verify_reply
 from appliance.tsa.errors import TimeNotAvailable
 from appliance.tsa.journal import COMMIT_BUCKETS_S, read_log
-from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher
+from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher, WorkerPool, WorkerSpec
 from drivers.sample import SourceKind, TimeSample
 from horodate.cli import main as horodate
 
@@ -144,6 +145,34 @@ def _hold_the_floor_lock(shared: SharedClock, holding: Any) -> None:
     with shared.floor.lock:
         holding.set()
         time.sleep(60)  # killed before it lets go
+
+
+def _booting_worker(spec: WorkerSpec) -> None:
+    """Stands for a worker still starting: SIGHUP's default action would end it."""
+    time.sleep(60)
+
+
+def test_a_worker_still_booting_is_not_sent_the_reload_that_would_end_it() -> None:
+    shared = shared_clock(1)
+    pool = WorkerPool(ApplianceConfig(data_dir=LOCK_DIR), shared, target=_booting_worker)
+    with socket.socket() as public:
+        public.bind(("127.0.0.1", 0))
+        pool.start(public, "unused")
+        try:
+            wait_until(lambda: pool.alive() == 1, 10, "the worker started")
+            assert not shared.takes_reloads(0)
+            assert pool.reload() == 0  # not signalled: it reads the key files when it starts
+            time.sleep(0.3)
+            assert pool.alive() == 1
+            # Once a worker says it survives a SIGHUP, it is sent one (this stand-in does
+            # not, so the signal ends it: the proof it was sent).
+            shared.ready_for_reloads(0)
+            assert pool.reload() == 1
+            wait_until(lambda: pool.alive() == 0, 10, "the stand-in ended by SIGHUP")
+            shared.retire(0)  # what the pool does before it starts the next worker
+            assert not shared.takes_reloads(0)
+        finally:
+            pool.stop(timeout_s=2)
 
 
 def test_a_process_killed_while_holding_a_lock_does_not_stop_the_others() -> None:
