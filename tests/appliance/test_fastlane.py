@@ -1214,6 +1214,7 @@ async def test_a_steady_stream_is_cut_into_groups_at_the_group_wait() -> None:
         sent += 1
         await iterations(1)
     await iterations(3)
-    assert 5 <= len(tokens.groups) <= 12  # ~0.1 s / 0.01 s: cut by the wait, not one group
+    # cut by the wait (each group lasts 0.01 s at least: ~10), not one group for the stream
+    assert 2 <= len(tokens.groups) <= 12
     assert [r for group in tokens.groups for r in group] == [b"%d" % i for i in range(sent)]
     assert lane.replies == [b"token:%d" % i for i in range(sent)]
