@@ -203,7 +203,7 @@ def test_a_process_killed_while_holding_a_lock_does_not_stop_the_others() -> Non
         child.join(5)
 
 
-def commits(fast: int, slow_bucket: int | None = None) -> list[int]:
+def commit_counts(fast: int, slow_bucket: int | None = None) -> list[int]:
     """Commit counts per bucket: ``fast`` in the 0.5 ms bucket, one in ``slow_bucket``."""
     counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
     counts[COMMIT_BUCKETS_S.index(0.0005)] = fast
@@ -226,7 +226,7 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
             log_bytes=1500,
             log_failures=1,
             logs_stopped=1,
-            log_commit_counts=commits(3, COMMIT_BUCKETS_S.index(0.5)),  # 3 fast, 1 of 0.3 s
+            log_commit_counts=commit_counts(3, COMMIT_BUCKETS_S.index(0.5)),  # 3 fast, 1 of 0.3 s
             log_commit_seconds=0.3015,
             log_slow_commits=1,
         ),
@@ -243,13 +243,16 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
             log_records=3,
             log_commits=1,
             log_bytes=450,
-            log_commit_counts=commits(1),
+            log_commit_counts=commit_counts(1),
             log_commit_seconds=0.0004,
         ),
     )
     total = shared.stats()
     assert total.log_commit_counts == [
-        a + b for a, b in zip(commits(3, COMMIT_BUCKETS_S.index(0.5)), commits(1), strict=True)
+        a + b
+        for a, b in zip(
+            commit_counts(3, COMMIT_BUCKETS_S.index(0.5)), commit_counts(1), strict=True
+        )
     ]
     assert total.log_commit_seconds == pytest.approx(0.3019)
     assert total.log_slow_commits == 1
