@@ -23,7 +23,6 @@ class TsaTally:
     granted: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
     log_records: int = 0  # issuance-log records made durable
-    log_commits: int = 0  # write + fdatasync of a group of records
     log_bytes: int = 0
     log_failures: int = 0  # commits that failed: their tokens were withheld
     logs_stopped: int = 0  # issuance logs refusing every record (an fsync failed)
@@ -32,11 +31,15 @@ class TsaTally:
     log_commit_seconds: float = 0.0
     log_slow_commits: int = 0
 
+    @property
+    def log_commits(self) -> int:
+        """Successful commits: write + fdatasync of a group of records."""
+        return sum(self.log_commit_counts)
+
     def add(self, other: TsaTally) -> None:
         self.granted += other.granted
         self.refused.update(other.refused)
         self.log_records += other.log_records
-        self.log_commits += other.log_commits
         self.log_bytes += other.log_bytes
         self.log_failures += other.log_failures
         self.logs_stopped += other.logs_stopped

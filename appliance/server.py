@@ -181,7 +181,6 @@ class TsaService:
         if self.journal is not None:
             stats = self.journal.stats
             tally.log_records = stats.records
-            tally.log_commits = stats.fsyncs
             tally.log_bytes = stats.bytes_written
             tally.log_failures = stats.failures
             tally.logs_stopped = int(stats.stopped)

@@ -66,9 +66,7 @@ _REASON_BYTES: Final = 240
 _MONO, _LO, _HI, _ISSUING, _STATE, _PUBLISHED = range(6)
 # counter slots per worker: granted, one per failInfo, then the issuance log's
 _FAILS: Final = tuple(FailInfo)
-_LOG_FIELDS: Final = (
-    "log_records", "log_commits", "log_bytes", "log_failures", "log_slow_commits"
-)  # fmt: skip
+_LOG_FIELDS: Final = ("log_records", "log_bytes", "log_failures", "log_slow_commits")
 # then the commits by duration (one slot per bucket), their sum in microseconds
 _COMMITS: Final = 1 + len(_FAILS) + len(_LOG_FIELDS)
 _COMMIT_US: Final = _COMMITS + len(COMMIT_BUCKETS_S) + 1
@@ -253,23 +251,25 @@ class SharedClock:
     def stats(self) -> TsaTally:
         """The workers' counts, all together (those of workers that died included)."""
         total = TsaTally()
-        c = self._counters
         for w in range(self.workers + 1):
-            base = w * _PER_WORKER
-            total.granted += c[base]
-            for i, fail in enumerate(_FAILS, start=1):
-                if c[base + i]:
-                    total.refused[fail.name] += c[base + i]
-            for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
-                setattr(total, name, getattr(total, name) + c[base + i])
-            total.add(
-                TsaTally(
-                    log_commit_counts=list(c[base + _COMMITS : base + _COMMIT_US]),
-                    log_commit_seconds=c[base + _COMMIT_US] / 1e6,
-                )
-            )
-            total.logs_stopped += c[base + _STOPPED]
+            total.add(self._tally_at(w * _PER_WORKER))
         return total
+
+    def _tally_at(self, base: int) -> TsaTally:
+        """The counts in the block at ``base`` (what :meth:`record_stats` wrote there)."""
+        c = self._counters
+        tally = TsaTally(
+            granted=c[base],
+            log_commit_counts=list(c[base + _COMMITS : base + _COMMIT_US]),
+            log_commit_seconds=c[base + _COMMIT_US] / 1e6,
+            logs_stopped=c[base + _STOPPED],
+        )
+        for i, fail in enumerate(_FAILS, start=1):
+            if c[base + i]:
+                tally.refused[fail.name] = c[base + i]
+        for i, name in enumerate(_LOG_FIELDS, start=1 + len(_FAILS)):
+            setattr(tally, name, c[base + i])
+        return tally
 
 
 class TicketPublisher:

@@ -143,8 +143,7 @@ class JournalStats:
     """Counters since :meth:`IssuanceLog.start` (for ``/metrics`` and the benchmark)."""
 
     records: int
-    batches: int
-    fsyncs: int
+    fsyncs: int  # successful commits (write + fdatasync), as many as commit_counts adds up to
     bytes_written: int
     failures: int
     stopped: bool = False  # a failed fsync (or a writer crash): every record is refused
@@ -472,7 +471,7 @@ class IssuanceLog:
         self._accepting = False
         self._stopping = False
         self._failed: JournalError | None = None
-        self._records = self._batches = self._fsyncs = self._bytes = self._failures = 0
+        self._records = self._bytes = self._failures = 0
         self._commit_counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
         self._commit_seconds = 0.0
         self._slow_commits = 0
@@ -562,15 +561,16 @@ class IssuanceLog:
         self._thread = None
         os.close(self._fd)
         self._fd = -1
-        if self._batches:
+        commits = sum(self._commit_counts)
+        if commits:
             log.info(
                 "issuance log %s closed: %d records in %d commits since start (%.1f per "
                 "fsync; a commit took %.2f ms on average, %d took %d ms or more)",
                 self._path.name,
                 self._records,
-                self._batches,
-                self._records / self._batches,
-                self._commit_seconds / self._batches * 1000,
+                commits,
+                self._records / commits,
+                self._commit_seconds / commits * 1000,
                 self._slow_commits,
                 SLOW_COMMIT_S * 1000,
             )
@@ -591,8 +591,7 @@ class IssuanceLog:
     def stats(self) -> JournalStats:
         return JournalStats(
             records=self._records,
-            batches=self._batches,
-            fsyncs=self._fsyncs,
+            fsyncs=sum(self._commit_counts),
             bytes_written=self._bytes,
             failures=self._failures,
             stopped=self._failed is not None,
@@ -826,7 +825,5 @@ class IssuanceLog:
         self._end += len(data)
         self._size = max(self._size, self._end)
         self._records += len(frames)
-        self._batches += 1
-        self._fsyncs += 1
         self._bytes += len(data)
         return None

@@ -222,7 +222,6 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
             granted=10,
             refused=Counter({"badAlg": 2}),
             log_records=10,
-            log_commits=4,
             log_bytes=1500,
             log_failures=1,
             logs_stopped=1,
@@ -241,7 +240,6 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
         TsaTally(
             granted=3,
             log_records=3,
-            log_commits=1,
             log_bytes=450,
             log_commit_counts=commit_counts(1),
             log_commit_seconds=0.0004,
