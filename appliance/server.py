@@ -32,7 +32,7 @@ from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Exposition, TsaTally
 from appliance.timekeeper import Timekeeper
 from appliance.tsa.errors import FailInfo
-from appliance.tsa.journal import COMMIT_BUCKETS_S, Issued, encode_record
+from appliance.tsa.journal import COMMIT_BUCKETS_S, encode_issued
 from drivers.monotonic import NS_PER_S
 from drivers.sample import SourceKind
 
@@ -134,7 +134,7 @@ class TsaService:
             self.granted += 1
             return bytes(reply.der), None
         try:
-            record = encode_record(issued_record(reply, self.issue_state()))
+            record = issued_record(reply, self.issue_state())
         except Exception:  # a bug: the token is withheld, never sent without its record
             log.exception("tsa: cannot record serial %s; withholding the token", reply.serial)
             self.refused[FailInfo.systemFailure.name] += 1
@@ -307,18 +307,19 @@ async def tsa_endpoint(request: web.Request) -> web.StreamResponse:
     return web.Response(body=der, content_type=TSR_CONTENT_TYPE)
 
 
-def issued_record(reply: Any, state: str) -> Issued:
-    """What the issuance log keeps of a granted ``Reply``, the clock's ``state`` beside it."""
-    return Issued(
-        serial=reply.serial,
-        gen_time_ns=reply.gen_time_ns,
-        accuracy_us=reply.accuracy_us,
-        hash_algorithm=reply.hash_alg,
-        message_imprint=reply.imprint,
-        nonce=reply.nonce,
-        ensemble_state=state,
+def issued_record(reply: Any, state: str) -> bytes:
+    """The issuance-log record (``encode_record``'s framing) of a granted ``Reply``, the
+    clock's ``state`` beside it."""
+    return encode_issued(
+        reply.serial,
+        reply.gen_time_ns,
+        reply.accuracy_us,
+        reply.hash_alg,
+        reply.imprint,
+        reply.nonce,
+        state,
         # the exact token: ECDSA signatures differ each time, so only this one matches
-        token_sha256=hashlib.sha256(reply.token_der).digest(),
+        hashlib.sha256(reply.token_der).digest(),
     )
 
 

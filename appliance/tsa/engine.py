@@ -14,6 +14,7 @@ messageDigest, signingCertificate (RFC 2634 §5.4, SHA-1) and signingCertificate
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import threading
@@ -70,13 +71,17 @@ OID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"
 OID_RSA_SHA256 = "1.2.840.113549.1.1.11"
 
 _GRANTED_STATUS = b"\x30\x03\x02\x01\x00"  # PKIStatusInfo { status granted(0) }
+_FRAMES_KEPT = 256  # response frames kept per engine (TimeStampAuthority._frame)
 _SEQ, _SET = der.SEQUENCE, der.SET
 _hdr, _tlv = der.header, der.tlv
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Reply:
-    """What :meth:`TimeStampAuthority.respond` answers: the DER to send and what it says."""
+    """What :meth:`TimeStampAuthority.respond` answers: the DER to send and what it says.
+
+    Read-only by convention, not frozen: one is made per request, and a frozen
+    dataclass's ``__init__`` costs four times as much."""
 
     der: bytes  # the TimeStampResp, application/timestamp-reply
     granted: bool
@@ -112,13 +117,15 @@ def reject(fail_info: FailInfo, text: str) -> bytes:
     return _tlv(_SEQ, _tlv(_SEQ, body))
 
 
+# gen_time_unit_ns: 1 µs below a bound of 100 µs, then each tenfold bound a tenfold unit
+_UNITS_NS: tuple[int, ...] = tuple(10**e for e in range(3, 10))  # 1 µs .. 1 s
+_UNIT_MIN_BOUNDS_NS = tuple(10 * u for u in _UNITS_NS[1:])
+
+
 def gen_time_unit_ns(bound_ns: int) -> int:
     """The genTime resolution the error bound warrants: the largest power of ten, from 1 µs
     to 1 s, at most a tenth of the bound (80 ms → 1 ms, 5 µs → 1 µs, 20 s → 1 s)."""
-    unit = _NS_PER_S
-    while unit > _NS_PER_US and unit * 10 > bound_ns:
-        unit //= 10
-    return unit
+    return _UNITS_NS[bisect.bisect_right(_UNIT_MIN_BOUNDS_NS, bound_ns)]
 
 
 def encode_accuracy(accuracy_us: int) -> bytes:
@@ -211,7 +218,9 @@ SELF_CHECK_EVERY_ECDSA = 16
 
 
 class GenTimeFloor(Protocol):
-    """The latest genTime issued (POSIX ns), read and raised under ``lock``.
+    """The latest genTime issued (POSIX ns), read and raised under ``lock``, which admits
+    one thread at a time of all the engines sharing the floor (it also orders their serial
+    numbers and counts).
 
     genTime never goes backwards across the tokens of one TSA (RFC 3161 §2.4.2): every
     engine signing for it must share one floor. :class:`LocalGenTimeFloor` lives in the
@@ -275,9 +284,10 @@ class TimeStampAuthority:
         self.self_checks = 0
         self.self_check_failures = 0
         self._floor: GenTimeFloor = gen_floor or LocalGenTimeFloor()
-        self._lock = threading.Lock()
         self._sec_cache: tuple[int, bytes] = (-1, b"")  # genTime seconds -> its text
         self._accuracy_cache: tuple[int, bytes] = (-1, b"")  # accuracy_us -> its DER
+        # (TSTInfo length, signature length, certReq) -> the response around them
+        self._frames: dict[tuple[int, int, bool], tuple[bytes, bytes, bytes]] = {}
         self._build_templates()
 
     def with_credentials(self, credentials: TsaCredentials) -> TimeStampAuthority:
@@ -431,18 +441,20 @@ class TimeStampAuthority:
                 unit_ns //= 10
         # Truncating to the unit adds up to one unit of error, which the accuracy includes.
         floor = self._floor
-        with self._lock, floor.lock:
+        with floor.lock:  # every thread of every engine sharing the floor, one at a time
             # genTime never goes backwards, even when the resolution gets coarser or the
             # ensemble's estimate steps back; then genTime is later than utc_ns.
             gen_ns = max(utc_ns - utc_ns % unit_ns, floor.value)
-            if max_us is not None:
-                stated_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
-                if stated_us > max_us:
-                    return _rejection(
-                        FailInfo.timeNotAvailable,
-                        f"accuracy {stated_us / 1e6:g} s would exceed the policy's "
-                        f"{max_us / 1e6:g} s",
-                    )
+            # Truncation puts genTime up to one unit before utc_ns; a kept previous genTime
+            # may lie after it. The accuracy covers both, so [genTime ± accuracy] always
+            # contains [utc_ns ± bound_ns]; rounded up to the microsecond.
+            accuracy_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
+            if max_us is not None and accuracy_us > max_us:
+                return _rejection(
+                    FailInfo.timeNotAvailable,
+                    f"accuracy {accuracy_us / 1e6:g} s would exceed the policy's "
+                    f"{max_us / 1e6:g} s",
+                )
             floor.value = gen_ns
             serial_no = serial()
             if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:
@@ -451,10 +463,6 @@ class TimeStampAuthority:
             self.tokens_issued += 1
             # the first token, then one in self_check_every
             check = self.self_check and (self.tokens_issued - 1) % self.self_check_every == 0
-        # Truncation puts genTime up to one unit before utc_ns; a kept previous genTime may
-        # lie after it. The accuracy covers both, so [genTime ± accuracy] always contains
-        # [utc_ns ± bound_ns]; rounded up to the microsecond.
-        accuracy_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
         if gen_ns % unit_ns:  # the clamp kept a finer previous genTime: keep its digits
             unit_ns = _finest_unit(gen_ns)
         gen_time = self._gen_time_der(gen_ns, unit_ns)
@@ -504,51 +512,49 @@ class TimeStampAuthority:
     ) -> tuple[bytes, bytes, bytes]:
         """Return (TimeStampResp DER, signature, signed bytes).
 
-        Lengths are computed first and the response is joined once: the nesting below is
-        TimeStampResp > ContentInfo > SignedData > {EncapsulatedContentInfo > TSTInfo,
-        certificates, SignerInfos > SignerInfo}."""
+        The TSTInfo is encoded, hashed into the signed attributes and signed; the rest of
+        the response is the frame of its shape (:meth:`_frame`) around those pieces."""
         # TSTInfo (RFC 3161 §2.4.2): version 1, policy, messageImprint (echoed), serial,
         # genTime, accuracy, [ordering FALSE omitted], nonce (echoed), tsa
-        serial_der = der.encode_integer(serial_no)
-        nonce_der = req.nonce_der or b""
-        imprint_der = req.imprint_der
-        tst_len = (
-            3
-            + len(policy_der)
-            + len(imprint_der)
-            + len(serial_der)
-            + len(gen_time_der)
-            + len(accuracy_der)
-            + len(nonce_der)
-            + len(self._tsa_name)
-        )
-        tst = b"".join(
+        body = b"".join(
             (
-                _hdr(_SEQ, tst_len),
                 b"\x02\x01\x01",
                 policy_der,
-                imprint_der,
-                serial_der,
+                req.imprint_der,
+                der.encode_integer(serial_no),
                 gen_time_der,
                 accuracy_der,
-                nonce_der,
+                req.nonce_der or b"",
                 self._tsa_name,
             )
         )
+        tst = _hdr(_SEQ, len(body)) + body
         attrs = self._attrs_head + self._hash(tst).digest() + self._attrs_tail
         signed = self._attrs_set_hdr + attrs
         sig = self._signer.sign(signed)
+        shape = (len(tst), len(sig), req.cert_req)
+        frame = self._frames.get(shape) or self._frame(*shape)
+        resp = b"".join((frame[0], tst, frame[1], attrs, frame[2], sig))
+        return resp, sig, signed
 
-        sig_hdr = _hdr(der.OCTET_STRING, len(sig))
-        si_len = self._si_fixed_len + len(sig_hdr) + len(sig)
+    def _frame(self, tst_len: int, sig_len: int, cert_req: bool) -> tuple[bytes, bytes, bytes]:
+        """The bytes of a response around its TSTInfo, signed attributes and signature.
+
+        They depend only on those lengths and on certReq, so each shape is encoded once
+        (a few dozen shapes: the TSTInfo's length moves with the serial, the nonce and the
+        genTime's digits, an ECDSA signature's by a byte or two). The nesting is
+        TimeStampResp > ContentInfo > SignedData > {EncapsulatedContentInfo > TSTInfo,
+        certificates, SignerInfos > SignerInfo}."""
+        sig_hdr = _hdr(der.OCTET_STRING, sig_len)
+        si_len = self._si_fixed_len + len(sig_hdr) + sig_len
         si_hdr = _hdr(_SEQ, si_len)
         set_hdr = _hdr(_SET, len(si_hdr) + si_len)
-        econtent_hdr = _hdr(der.OCTET_STRING, len(tst))
-        explicit_len = len(econtent_hdr) + len(tst)
+        econtent_hdr = _hdr(der.OCTET_STRING, tst_len)
+        explicit_len = len(econtent_hdr) + tst_len
         explicit_hdr = _hdr(0xA0, explicit_len)
         encap_len = len(self._econtent_type) + len(explicit_hdr) + explicit_len
         encap_hdr = _hdr(_SEQ, encap_len)
-        certs = self._certs_der if req.cert_req else b""
+        certs = self._certs_der if cert_req else b""
         sd_len = (
             len(self._sd_prefix)
             + len(encap_hdr)
@@ -563,7 +569,7 @@ class TimeStampAuthority:
         ci_len = len(self._content_type) + len(content_hdr) + len(sd_hdr) + sd_len
         ci_hdr = _hdr(_SEQ, ci_len)
         resp_hdr = _hdr(_SEQ, len(_GRANTED_STATUS) + len(ci_hdr) + ci_len)
-        resp = b"".join(
+        head = b"".join(
             (
                 resp_hdr,
                 _GRANTED_STATUS,
@@ -575,20 +581,23 @@ class TimeStampAuthority:
                 encap_hdr,
                 self._econtent_type,  # id-ct-TSTInfo
                 explicit_hdr,  # [0] EXPLICIT
-                econtent_hdr,  # OCTET STRING
-                tst,
+                econtent_hdr,  # OCTET STRING, then the TSTInfo
+            )
+        )
+        middle = b"".join(
+            (
                 certs,  # [0] IMPLICIT CertificateSet, or nothing
                 set_hdr,  # SignerInfos
                 si_hdr,
                 self._si_prefix,  # version 1, sid, digestAlgorithm
-                self._attrs_implicit_hdr,  # signedAttrs [0] IMPLICIT
-                attrs,
-                self._signer.sig_alg_der,
-                sig_hdr,
-                sig,
+                self._attrs_implicit_hdr,  # signedAttrs [0] IMPLICIT, then the attributes
             )
         )
-        return resp, sig, signed
+        tail = self._signer.sig_alg_der + sig_hdr  # then the signature
+        if len(self._frames) >= _FRAMES_KEPT:
+            self._frames.clear()
+        frame = self._frames[tst_len, sig_len, cert_req] = (head, middle, tail)
+        return frame
 
     def _self_check(self, signature: bytes, signed: bytes) -> bool:
         self.self_checks += 1

@@ -63,6 +63,7 @@ __all__ = [
     "JournalStats",
     "ScanEnd",
     "decode_payload",
+    "encode_issued",
     "encode_record",
     "read_log",
 ]
@@ -119,23 +120,46 @@ class Issued:
     token_sha256: bytes | None = None  # SHA-256 of the TimeStampToken DER, if known
 
     def __post_init__(self) -> None:
-        if not 0 < self.serial < 1 << _SERIAL_MAX_BITS:
-            raise ValueError(f"serial {self.serial} is not a positive integer of ≤ 160 bits")
-        if self.gen_time_ns < 0:
-            raise ValueError("gen_time_ns must not be negative")
-        if self.accuracy_us < 0:
-            raise ValueError("accuracy_us must not be negative")
-        if not 0 < len(self.hash_algorithm) <= _HASH_NAME_MAX_CHARS:
-            raise ValueError("hash_algorithm must be a short name such as 'sha256'")
-        if not 0 < len(self.message_imprint) <= _IMPRINT_MAX_BYTES:
-            raise ValueError(f"message_imprint must be 1 .. {_IMPRINT_MAX_BYTES} bytes")
-        # A nonce is an INTEGER: a client may send a negative one, and the token echoes it.
-        if self.nonce is not None and not abs(self.nonce) < 1 << _NONCE_MAX_BITS:
-            raise ValueError(f"nonce must be within ±2^{_NONCE_MAX_BITS}")
-        if len(self.ensemble_state) > _ENSEMBLE_MAX_CHARS:
-            raise ValueError(f"ensemble_state is longer than {_ENSEMBLE_MAX_CHARS} characters")
-        if self.token_sha256 is not None and len(self.token_sha256) != 32:
-            raise ValueError("token_sha256 must be 32 bytes")
+        _check(
+            self.serial,
+            self.gen_time_ns,
+            self.accuracy_us,
+            self.hash_algorithm,
+            self.message_imprint,
+            self.nonce,
+            self.ensemble_state,
+            self.token_sha256,
+        )
+
+
+def _check(
+    serial: int,
+    gen_time_ns: int,
+    accuracy_us: int,
+    hash_algorithm: str,
+    message_imprint: bytes,
+    nonce: int | None,
+    ensemble_state: str,
+    token_sha256: bytes | None,
+) -> None:
+    """What a record must be to be read back (:class:`Issued`'s fields); ``ValueError``."""
+    if not 0 < serial < 1 << _SERIAL_MAX_BITS:
+        raise ValueError(f"serial {serial} is not a positive integer of ≤ 160 bits")
+    if gen_time_ns < 0:
+        raise ValueError("gen_time_ns must not be negative")
+    if accuracy_us < 0:
+        raise ValueError("accuracy_us must not be negative")
+    if not 0 < len(hash_algorithm) <= _HASH_NAME_MAX_CHARS:
+        raise ValueError("hash_algorithm must be a short name such as 'sha256'")
+    if not 0 < len(message_imprint) <= _IMPRINT_MAX_BYTES:
+        raise ValueError(f"message_imprint must be 1 .. {_IMPRINT_MAX_BYTES} bytes")
+    # A nonce is an INTEGER: a client may send a negative one, and the token echoes it.
+    if nonce is not None and not abs(nonce) < 1 << _NONCE_MAX_BITS:
+        raise ValueError(f"nonce must be within ±2^{_NONCE_MAX_BITS}")
+    if len(ensemble_state) > _ENSEMBLE_MAX_CHARS:
+        raise ValueError(f"ensemble_state is longer than {_ENSEMBLE_MAX_CHARS} characters")
+    if token_sha256 is not None and len(token_sha256) != 32:
+        raise ValueError("token_sha256 must be 32 bytes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,16 +184,72 @@ _json_str = functools.lru_cache(maxsize=1024)(json.JSONEncoder(ensure_ascii=Fals
 
 def encode_record(rec: Issued) -> bytes:
     """One framed record: ``length ‖ crc32 ‖ JSON payload`` (keys in a fixed order)."""
-    nonce = "null" if rec.nonce is None else str(rec.nonce)
-    token = "null" if rec.token_sha256 is None else f'"{rec.token_sha256.hex()}"'
+    return _encode(
+        rec.serial,
+        rec.gen_time_ns,
+        rec.accuracy_us,
+        rec.hash_algorithm,
+        rec.message_imprint,
+        rec.nonce,
+        rec.ensemble_state,
+        rec.token_sha256,
+    )
+
+
+def encode_issued(
+    serial: int,
+    gen_time_ns: int,
+    accuracy_us: int,
+    hash_algorithm: str,
+    message_imprint: bytes,
+    nonce: int | None,
+    ensemble_state: str,
+    token_sha256: bytes | None,
+) -> bytes:
+    """``encode_record(Issued(...))`` without making the :class:`Issued` (one record per
+    token: the TSA's hot path). The same checks; ``ValueError`` on a field out of range."""
+    _check(
+        serial,
+        gen_time_ns,
+        accuracy_us,
+        hash_algorithm,
+        message_imprint,
+        nonce,
+        ensemble_state,
+        token_sha256,
+    )
+    return _encode(
+        serial,
+        gen_time_ns,
+        accuracy_us,
+        hash_algorithm,
+        message_imprint,
+        nonce,
+        ensemble_state,
+        token_sha256,
+    )
+
+
+def _encode(
+    serial: int,
+    gen_time_ns: int,
+    accuracy_us: int,
+    hash_algorithm: str,
+    message_imprint: bytes,
+    nonce: int | None,
+    ensemble_state: str,
+    token_sha256: bytes | None,
+) -> bytes:
+    nonce_text = "null" if nonce is None else str(nonce)
+    token = "null" if token_sha256 is None else f'"{token_sha256.hex()}"'
     payload = (
-        f'{{"serial":{rec.serial},"gen_time_ns":{rec.gen_time_ns},'
-        f'"accuracy_us":{rec.accuracy_us},"hash":{_json_str(rec.hash_algorithm)},'
-        f'"imprint":"{rec.message_imprint.hex()}","nonce":{nonce},'
-        f'"ensemble":{_json_str(rec.ensemble_state)},"token":{token}}}'
+        f'{{"serial":{serial},"gen_time_ns":{gen_time_ns},'
+        f'"accuracy_us":{accuracy_us},"hash":{_json_str(hash_algorithm)},'
+        f'"imprint":"{message_imprint.hex()}","nonce":{nonce_text},'
+        f'"ensemble":{_json_str(ensemble_state)},"token":{token}}}'
     ).encode()
     if len(payload) > MAX_RECORD_BYTES:  # unreachable with Issued's limits; kept as a guard
-        raise JournalError(f"record for serial {rec.serial} exceeds {MAX_RECORD_BYTES} bytes")
+        raise JournalError(f"record for serial {serial} exceeds {MAX_RECORD_BYTES} bytes")
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -602,25 +682,32 @@ class IssuanceLog:
 
     # -- callers --------------------------------------------------------------------------
 
-    def _enqueue(self, frame: bytes) -> _Batch:
-        """Add a frame to the open batch; caller holds ``self._cond``."""
+    def _enqueue(self, frames: list[bytes]) -> list[_Batch]:
+        """Add frames to the open batch, opening others as each fills; return the batches
+        they went into. Nothing is queued if one cannot be. Caller holds ``self._cond``."""
         if not self._accepting:
             raise JournalError("issuance log is not running")
         if self._failed is not None:
             raise _caller_error(self._failed)
-        if self._pending >= self._max_pending:
+        if self._pending + len(frames) > self._max_pending:
             raise JournalError(
                 f"issuance log backlog full ({self._pending} records waiting for the disk)"
             )
-        if not self._queue or len(self._queue[-1].frames) >= self._max_batch:
-            self._queue.append(_Batch(time.monotonic()))
-        batch = self._queue[-1]
-        batch.frames.append(frame)
-        self._pending += 1
-        n = len(batch.frames)
-        if n == 1 or n >= self._max_batch:  # wake an idle or lingering writer, no more often
-            self._cond.notify()
-        return batch
+        batches: list[_Batch] = []
+        taken = 0
+        while taken < len(frames):
+            if not self._queue or len(self._queue[-1].frames) >= self._max_batch:
+                self._queue.append(_Batch(time.monotonic()))
+            batch = self._queue[-1]
+            had = len(batch.frames)
+            batch.frames += frames[taken : taken + self._max_batch - had]
+            taken += len(batch.frames) - had
+            # wake an idle or lingering writer, no more often
+            if had == 0 or len(batch.frames) >= self._max_batch:
+                self._cond.notify()
+            batches.append(batch)
+        self._pending += len(frames)
+        return batches
 
     def append(self, rec: Issued) -> None:
         """Record ``rec``; return once it is durable. Thread-safe.
@@ -630,7 +717,7 @@ class IssuanceLog:
         """
         frame = encode_record(rec)
         with self._cond:
-            batch = self._enqueue(frame)
+            (batch,) = self._enqueue([frame])
         if not batch.done.wait(self._append_timeout_s):
             raise JournalError(
                 f"serial {rec.serial:#x} not durable within {self._append_timeout_s} s"
@@ -644,7 +731,7 @@ class IssuanceLog:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            batch = self._enqueue(frame)
+            (batch,) = self._enqueue([frame])
             waiters = batch.futures.get(loop)
             if waiters is None:
                 waiters = batch.futures[loop] = _LoopWaiters(self._append_timeout_s)
@@ -668,17 +755,7 @@ class IssuanceLog:
         loop = asyncio.get_running_loop()
         group = _Group(on_durable)
         with self._cond:
-            if not self._accepting:
-                raise JournalError("issuance log is not running")
-            if self._pending + len(frames) > self._max_pending:
-                raise JournalError(
-                    f"issuance log backlog full ({self._pending} records waiting for the disk)"
-                )
-            batches: list[_Batch] = []
-            for frame in frames:
-                batch = self._enqueue(frame)
-                if not batches or batches[-1] is not batch:
-                    batches.append(batch)
+            batches = self._enqueue(frames)
             group.parts = len(batches)
             for batch in batches:
                 batch.groups.append((loop, group))

@@ -45,6 +45,7 @@ __all__ = [
 MAX_REQUEST_BYTES = 16 * 1024  # a real request is ~60-110 bytes; extensions add a little
 NONCE_MAX_BYTES = 64  # clients send 8 (OpenSSL, rfc3161-client, Bouncy Castle)
 _MAX_EXTENSIONS = 32
+_CERT_REQ_TRUE = b"\x01\x01\xff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,12 @@ _REFUSED_ALGORITHMS = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TimeStampRequest:
-    """A well-formed request with an accepted hash algorithm (policy/extensions unchecked)."""
+    """A well-formed request with an accepted hash algorithm (policy/extensions unchecked).
+
+    Not frozen: one is made per request, and a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``, four times the cost. Treat it as read-only."""
 
     hash_alg: HashAlgorithm
     imprint: bytes  # the hashedMessage
@@ -175,6 +179,17 @@ def _parse(buf: bytes) -> TimeStampRequest:
     cert_req = False
     extensions: tuple[str, ...] = ()
     order = 0
+    # What clients send after the imprint: a short nonce, then certReq TRUE. Read those
+    # directly; anything else (and anything after them) goes through the general loop.
+    if pos + 2 < stop and buf[pos] == der.INTEGER and 0 < buf[pos + 1] <= NONCE_MAX_BYTES:
+        c1 = pos + 2 + buf[pos + 1]
+        if c1 <= stop:
+            nonce = der.read_integer(buf, pos + 2, c1, "nonce")
+            nonce_der = buf[pos:c1]
+            pos, order = c1, 2
+    if buf.startswith(_CERT_REQ_TRUE, pos) and pos + 3 <= stop:
+        cert_req = True
+        pos, order = pos + 3, 3
     while pos < stop:
         tag, c0, c1 = der.read_tlv(buf, pos, stop)
         if tag == der.OID and order < 1:

@@ -18,7 +18,7 @@ from appliance.server import issued_record
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
 from appliance.tsa.client import Digest, build_request
 from appliance.tsa.issued import check, log_paths, merged
-from appliance.tsa.journal import MAGIC, IssuanceLog, Issued
+from appliance.tsa.journal import MAGIC, IssuanceLog, Issued, decode_payload, encode_record
 from appliance.tsa.serials import SerialAllocator, split_serial
 from horodate.cli import main as horodate
 from tests.tsa.conftest import POLICY_OID
@@ -339,7 +339,9 @@ def logged_token(tmp_path: Path, creds: TsaCredentials) -> tuple[Path, Issued]:
     finally:
         serials.close()
     assert reply.granted
-    record = issued_record(reply, "synchronised")
+    framed = issued_record(reply, "synchronised")  # what the server writes, read back
+    record = decode_payload(framed[8:])
+    assert encode_record(record) == framed
     tsr = tmp_path / "held.tsr"
     tsr.write_bytes(reply.der)
     return tsr, record
