@@ -39,8 +39,10 @@ import multiprocessing
 import os
 import signal
 import socket
+import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ _STATES: Final = tuple(ClockState)
 _REASON_BYTES: Final = 240
 # ticket slots
 _MONO, _LO, _HI, _ISSUING, _STATE, _PUBLISHED = range(6)
+_TICKET_READ: Final = struct.Struct("=5q")  # what a token needs: the slots up to _STATE
 # counter slots per worker: granted, one per failInfo, then the issuance log's
 _FAILS: Final = tuple(FailInfo)
 _LOG_FIELDS: Final = ("log_records", "log_bytes", "log_failures", "log_slow_commits")
@@ -80,29 +83,30 @@ class ProcessLock:
     ``flock`` on a file each process opens for itself (a POSIX semaphore, multiprocessing's
     ``Lock``, would stay taken by a worker killed while holding it, and every token of
     every process would wait forever). A thread lock in front serialises this process's
-    own threads, which share one open file.
+    own threads, which share one open file. A forked child opens the file again: a lock
+    taken through the parent's open file would be the parent's too.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.touch(mode=0o600, exist_ok=True)
         self._fd = -1
-        self._pid = 0
         self._threads = threading.Lock()
+        _process_locks.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
-        self._fd, self._pid, self._threads = -1, 0, threading.Lock()
+        self._fd, self._threads = -1, threading.Lock()
+        _process_locks.add(self)
 
     def __enter__(self) -> None:
         self._threads.acquire()
         try:
-            if self._pid != os.getpid():  # first use in this process (or after a fork)
+            if self._fd < 0:  # first use in this process
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-                self._pid = os.getpid()
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
             self._threads.release()
@@ -113,6 +117,13 @@ class ProcessLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+    def _forked(self) -> None:
+        self._fd, self._threads = -1, threading.Lock()
+
+
+_process_locks: weakref.WeakSet[ProcessLock] = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [lock._forked() for lock in _process_locks])
 
 
 class SharedGenTimeFloor:
@@ -194,8 +205,7 @@ class SharedClock:
     def token_time(self) -> tuple[int, int]:
         """(utc_ns, bound_ns) now, from the ticket; raises the TSA's ``TimeNotAvailable``."""
         with self._lock:
-            t = self._ticket
-            m0, lo, hi, issuing, state = t[_MONO], t[_LO], t[_HI], t[_ISSUING], t[_STATE]
+            m0, lo, hi, issuing, state = _TICKET_READ.unpack_from(self._ticket)
             reason = self._reason.value if not issuing else b""
         m = mono_ns()  # after the ticket was read: m >= m0
         self.last_state = _STATES[state].value

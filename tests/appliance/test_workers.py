@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -139,6 +140,33 @@ def test_the_genTime_floor_is_one_value_for_every_holder() -> None:
         a.value = 42
     with b.lock:
         assert b.value == 42
+
+
+def test_a_forked_child_takes_the_lock_apart_from_its_parent() -> None:
+    """A child forked while its parent holds a lock must wait for it: it opens the lock
+    file again (a lock taken through the parent's open file would be the parent's) and
+    does not inherit the parent's thread lock held."""
+    lock = shared_clock().floor.lock
+    r, w = os.pipe()
+    with lock:
+        pid = os.fork()
+        if pid == 0:  # the child
+            with lock:
+                os.write(w, b"x")
+            os._exit(0)
+        try:
+            time.sleep(0.3)
+            assert not select.select([r], [], [], 0)[0], "the child took a lock its parent holds"
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            raise
+    try:
+        assert select.select([r], [], [], 10)[0], "the child never took the lock once free"
+    finally:
+        os.kill(pid, signal.SIGKILL)  # gone already, unless it is stuck
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
 
 
 def _hold_the_floor_lock(shared: SharedClock, holding: Any) -> None:
