@@ -93,23 +93,24 @@ def frame(buf: bytes | bytearray, max_body: int) -> Framed | str | None:
         return None
     head = bytes(buf[: end + 2])  # the request line and the headers, each ending in CRLF
     try:
-        parsed = _heads[head]
+        framed = _heads[head]
     except KeyError:
         parsed = _parse_head(head)
+        framed = None if parsed is None else Framed(end + len(_END), *parsed)
         if len(head) <= _HEAD_CACHE_MAX_BYTES:
             if len(_heads) >= _HEAD_CACHE_SIZE:
                 _heads.clear()
-            _heads[head] = parsed
-    if parsed is None or parsed[0] > max_body:
+            _heads[head] = framed
+    if framed is None or framed.body_len > max_body:
         return NOT_OURS
-    return Framed(head_len=end + len(_END), body_len=parsed[0], close=parsed[1])
+    return framed
 
 
 # A client sends the same head with every request of a connection (and clients of one kind
-# the same as each other): the parse of each recent head is kept, keyed by its bytes.
+# the same as each other): what each recent head frames to is kept, keyed by its bytes.
 _HEAD_CACHE_SIZE: Final = 256
 _HEAD_CACHE_MAX_BYTES: Final = 1024
-_heads: dict[bytes, tuple[int, bool] | None] = {}
+_heads: dict[bytes, Framed | None] = {}
 
 
 def _parse_head(head: bytes) -> tuple[int, bool] | None:

@@ -130,9 +130,12 @@ def parse_request(data: bytes) -> TimeStampRequest:
 
 def _parse(buf: bytes) -> TimeStampRequest:
     end = len(buf)
-    start, stop = der.expect(buf, 0, end, der.SEQUENCE, "TimeStampReq")
-    if stop != end:
-        raise der.DerError("trailing bytes after the TimeStampReq")
+    if 2 <= end < 0x82 and buf[0] == der.SEQUENCE and buf[1] == end - 2:  # short form, exact
+        start, stop = 2, end
+    else:
+        start, stop = der.expect(buf, 0, end, der.SEQUENCE, "TimeStampReq")
+        if stop != end:
+            raise der.DerError("trailing bytes after the TimeStampReq")
 
     # version
     if buf.startswith(b"\x02\x01\x01", start):  # the usual case, v1

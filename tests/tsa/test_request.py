@@ -187,6 +187,51 @@ def test_bad_data_format_for_malformed_der(name: str, data: bytes) -> None:
     assert refusal(data) is FailInfo.badDataFormat
 
 
+def _tail(extra: bytes) -> bytes:
+    """A request with nothing after its imprint but ``extra`` (what the fast read sees)."""
+    base = make_request(policy=None, nonce=None, cert_req=False)
+    return bytes([0x30, base[1] + len(extra)]) + base[2:] + extra
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("non-minimal nonce", b"\x02\x02\x00\x01"),
+        ("non-minimal negative nonce", b"\x02\x02\xff\x80"),
+        ("empty nonce", b"\x02\x00"),
+        ("nonce running past the end", b"\x02\x05\x01\x02"),
+        ("nonce twice", b"\x02\x01\x07\x02\x01\x08"),
+        ("certReq twice", b"\x01\x01\xff\x01\x01\xff"),
+        ("certReq before the nonce", b"\x01\x01\xff\x02\x01\x07"),
+        ("policy after the nonce", b"\x02\x01\x07\x06\x03\x2a\x03\x04"),
+        ("certReq cut short", b"\x02\x01\x07\x01\x01"),
+    ],
+)
+def test_bad_data_format_after_the_imprint(name: str, extra: bytes) -> None:
+    assert refusal(_tail(extra)) is FailInfo.badDataFormat
+
+
+@given(
+    nonce=st.none() | st.integers(-(2**511), 2**511 - 1),
+    cert_req=st.booleans(),
+    policy=st.sampled_from([None, "1.2.3.4.5"]),
+    extension=st.booleans(),
+)
+def test_the_optional_fields_read_as_asn1crypto_reads_them(
+    nonce: int | None, cert_req: bool, policy: str | None, extension: bool
+) -> None:
+    """Whatever path reads them (the direct one for a nonce and certReq), the same values."""
+    ext = [{"extn_id": "1.2.3.9", "critical": False, "extn_value": b"x"}] if extension else None
+    data = make_request(nonce=nonce, cert_req=cert_req, policy=policy, extensions=ext)
+    req, ref = parse_request(data), tsp.TimeStampReq.load(data)
+    assert req.nonce == ref["nonce"].native == nonce
+    assert req.nonce_der == (None if nonce is None else ref["nonce"].dump())
+    assert req.cert_req is cert_req
+    assert req.policy == policy
+    assert req.extensions == (("1.2.3.9",) if extension else ())
+    assert req.imprint_der == ref["message_imprint"].dump()
+
+
 def test_non_minimal_oid_refused() -> None:
     data = make_request(policy="1.2.3.4", nonce=None, cert_req=False)
     bad = data.replace(b"\x06\x03\x2a\x03\x04", b"\x06\x04\x2a\x80\x03\x04")
