@@ -1,12 +1,15 @@
 """Tokens per second over HTTP with keep-alive, beside an aiohttp echo handler, same run.
 
-Runs ``wrk -t2 -c16`` (Debian package ``wrk``) against (1) ``benchmarks/echo_server.py``
-and (2) ``horodate appliance --simulate --workers N`` once it issues, for each N asked
-(default: 0, the main process alone, and 1, what serves the most on 2 cores), each a
-separate set of processes on loopback, and prints requests/s, the granted count, the ratio
-to the echo, the CPU time each token cost (the appliance's processes and wrk's, a figure far
-steadier than tokens/s on a shared machine), and the appliance's memory (all its processes)
-before and after two sustained runs (flat memory under load).
+Runs ``wrk -t2 -c16`` (Debian package ``wrk``) against ``benchmarks/echo_server.py`` and
+``horodate appliance --simulate --workers N`` once it issues, for each N asked (default: 0,
+the main process alone, and 1, what serves the most on 2 cores), on loopback. Each N gets
+``--rounds`` rounds of one echo run then one appliance run, back to back, so that every
+token figure has an echo figure measured beside it: this machine's speed drifts by a
+quarter from one minute to the next, so the ratio of a round is steadier than its
+tokens/s. For each round it prints tokens/s, the granted count, the echo's requests/s, the
+ratio, and the CPU time each token cost (the appliance's processes and wrk's); then the
+medians, and the appliance's memory (all its processes) before and after the rounds (flat
+memory under sustained load).
 
 Every token waits for its issuance-log record to be durable, so the storage under the data
 directory bounds what any code can reach. The benchmark first measures it, as the log uses
@@ -14,8 +17,8 @@ it: one record-sized write into reserved space and one ``fdatasync``, by one wri
 two at once (two processes serving tokens commit side by side). Give ``--data-dir`` a
 directory on the storage that will hold the appliance's data to measure that storage.
 
-    python benchmarks/tsa_http.py [--seconds 10] [--connections 16] [--workers 0,1]
-                                  [--data-dir DIR]
+    python benchmarks/tsa_http.py [--seconds 10] [--rounds 3] [--connections 16]
+                                  [--workers 0,1] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -186,7 +189,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Namespace) -> float:
+def start_appliance(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``horodate appliance --simulate`` on a free port, once it issues (and its workers
+    are up): the process and its base URL."""
     port = free_port()
     appliance = subprocess.Popen(
         [
@@ -213,42 +218,85 @@ def measure_appliance(data_dir: Path, tsq: Path, workers: int, args: argparse.Na
                 30,
                 "workers",
             )
-        # Warm up, then measure memory around two sustained runs.
-        run_wrk(f"{base}/tsa", tsq, 2, args.connections)
-        rss_before = rss_kib(appliance.pid)
+    except BaseException:
+        stop(appliance)
+        raise
+    return appliance, base
+
+
+class Round(NamedTuple):
+    echo_rps: float
+    tokens_rps: float
+    us_appliance: float  # CPU time per token, all the appliance's processes
+    us_wrk: float
+
+    @property
+    def ratio(self) -> float:
+        return self.tokens_rps / self.echo_rps
+
+
+def measure_appliance(
+    data_dir: Path, tsq: Path, workers: int, echo_url: str, args: argparse.Namespace
+) -> list[Round]:
+    """``args.rounds`` rounds of one echo run then one appliance run, back to back: this
+    machine's speed drifts by a quarter from one minute to the next, so each token figure
+    is compared with the echo measured beside it."""
+    appliance, base = start_appliance(data_dir, workers)
+    label = f"--workers {workers}"
+    rounds: list[Round] = []
+    try:
+        run_wrk(f"{base}/tsa", tsq, 2, args.connections)  # warm up
         processes = [appliance.pid, *children(appliance.pid)]
-        cpu_before = cpu_s(processes)
-        run = run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
-        cpu_appliance = cpu_s(processes) - cpu_before
-        rss_mid = rss_kib(appliance.pid)
-        run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+        rss_before = rss_kib(appliance.pid)
+        for i in range(1, args.rounds + 1):
+            echo_rps = run_wrk(echo_url, tsq, args.seconds, args.connections).rps
+            cpu_before = cpu_s(processes)
+            run = run_wrk(f"{base}/tsa", tsq, args.seconds, args.connections)
+            tokens = max(run.granted, 1)
+            r = Round(
+                echo_rps,
+                run.rps,
+                (cpu_s(processes) - cpu_before) / tokens * 1e6,
+                run.cpu_s / tokens * 1e6,
+            )
+            rounds.append(r)
+            print(
+                f"appliance {label:<10}, round {i}: {r.tokens_rps:8,.0f} tokens/s "
+                f"(granted {run.granted}, other {run.other}) beside echo "
+                f"{r.echo_rps:8,.0f} req/s: ratio {r.ratio:.2f}; CPU per token "
+                f"{r.us_appliance:.0f} µs appliance ({len(processes)} processes), "
+                f"{r.us_wrk:.0f} µs wrk",
+                flush=True,
+            )
         rss_after = rss_kib(appliance.pid)
-        with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
-            state = json.load(r)["state"]
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as reply:
+            state = json.load(reply)["state"]
     finally:
         stop(appliance)
-    label = f"--workers {workers}"
+    ratios = [r.ratio for r in rounds]
     print(
-        f"appliance {label:<10}: {run.rps:10,.0f} tokens/s  "
-        f"(granted {run.granted}, other {run.other}; clock {state})"
-    )
-    tokens = max(run.granted, 1)
-    plural = "es" if len(processes) > 1 else ""
-    print(
-        f"  CPU per token      : {cpu_appliance / tokens * 1e6:6.0f} µs appliance "
-        f"({len(processes)} process{plural}), {run.cpu_s / tokens * 1e6:.0f} µs wrk"
+        f"appliance {label:<10}: {statistics.median(r.tokens_rps for r in rounds):8,.0f} "
+        f"tokens/s median, {max(r.tokens_rps for r in rounds):,.0f} best; ratio to echo "
+        f"{statistics.median(ratios):.2f} median ({min(ratios):.2f}–{max(ratios):.2f}); "
+        f"CPU per token {statistics.median(r.us_appliance for r in rounds):.0f} µs median; "
+        f"clock {state}"
     )
     print(
-        f"  RSS, all processes: {rss_before / 1024:.1f} MiB before, "
-        f"{rss_mid / 1024:.1f} MiB after {args.seconds} s, "
-        f"{rss_after / 1024:.1f} MiB after {2 * args.seconds} s"
+        f"  RSS, all processes : {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB "
+        f"after {args.rounds * args.seconds} s of load"
     )
-    return run.rps
+    return rounds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="each wrk run (default 10)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="echo-then-appliance rounds per worker count (default 3)",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--workers",
@@ -295,16 +343,16 @@ def main() -> int:
         )
         try:
             wait_until(lambda: http_status(f"http://127.0.0.1:{port}/") == 404, 20, "echo")
-            echo_rps = run_wrk(
-                f"http://127.0.0.1:{port}/tsa", tsq, args.seconds, args.connections
-            ).rps
+            for workers in args.workers:
+                measure_appliance(
+                    tmp_path / f"appliance-{workers}",
+                    tsq,
+                    workers,
+                    f"http://127.0.0.1:{port}/tsa",
+                    args,
+                )
         finally:
             stop(echo)
-        print(f"aiohttp echo handler : {echo_rps:10,.0f} requests/s")
-
-        for workers in args.workers:
-            tsa_rps = measure_appliance(tmp_path / f"appliance-{workers}", tsq, workers, args)
-            print(f"  ratio to echo      : {tsa_rps / echo_rps:10.2f}")
     return 0
 
 
