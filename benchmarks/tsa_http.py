@@ -264,7 +264,8 @@ def measure_appliance(
                 f"appliance {label:<10}, round {i}: {r.tokens_rps:8,.0f} tokens/s "
                 f"(granted {run.granted}, other {run.other}) beside echo "
                 f"{r.echo_rps:8,.0f} req/s: ratio {r.ratio:.2f}; CPU per token "
-                f"{r.us_appliance:.0f} µs appliance ({len(processes)} processes), "
+                f"{r.us_appliance:.0f} µs appliance ({len(processes)} "
+                f"process{'es' if len(processes) > 1 else ''}), "
                 f"{r.us_wrk:.0f} µs wrk",
                 flush=True,
             )
