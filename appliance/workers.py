@@ -123,7 +123,14 @@ class ProcessLock:
 
 
 _process_locks: weakref.WeakSet[ProcessLock] = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [lock._forked() for lock in _process_locks])
+
+
+def _after_fork_in_child() -> None:
+    for lock in _process_locks:
+        lock._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SharedGenTimeFloor:
