@@ -311,15 +311,17 @@ def issued_record(reply: Any, state: str) -> bytes:
     """The issuance-log record (``encode_record``'s framing) of a granted ``Reply``, the
     clock's ``state`` beside it."""
     return encode_issued(
-        reply.serial,
-        reply.gen_time_ns,
-        reply.accuracy_us,
-        reply.hash_alg,
-        reply.imprint,
-        reply.nonce,
-        state,
-        # the exact token: ECDSA signatures differ each time, so only this one matches
-        hashlib.sha256(reply.token_der).digest(),
+        (
+            reply.serial,
+            reply.gen_time_ns,
+            reply.accuracy_us,
+            reply.hash_alg,
+            reply.imprint,
+            reply.nonce,
+            state,
+            # the exact token: ECDSA signatures differ each time, so only this one matches
+            hashlib.sha256(reply.token_der).digest(),
+        )
     )
 
 

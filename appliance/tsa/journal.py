@@ -58,6 +58,7 @@ __all__ = [
     "SLOW_COMMIT_S",
     "IssuanceLog",
     "Issued",
+    "IssuedFields",
     "JournalCorrupt",
     "JournalError",
     "JournalStats",
@@ -120,7 +121,11 @@ class Issued:
     token_sha256: bytes | None = None  # SHA-256 of the TimeStampToken DER, if known
 
     def __post_init__(self) -> None:
-        _check(
+        _check(self.field_values())
+
+    def field_values(self) -> IssuedFields:
+        """The fields in order (:data:`IssuedFields`)."""
+        return (
             self.serial,
             self.gen_time_ns,
             self.accuracy_us,
@@ -132,17 +137,13 @@ class Issued:
         )
 
 
-def _check(
-    serial: int,
-    gen_time_ns: int,
-    accuracy_us: int,
-    hash_algorithm: str,
-    message_imprint: bytes,
-    nonce: int | None,
-    ensemble_state: str,
-    token_sha256: bytes | None,
-) -> None:
+# Issued's fields, in order, as a tuple: what the TSA's hot path encodes (encode_issued).
+IssuedFields = tuple[int, int, int, str, bytes, int | None, str, bytes | None]
+
+
+def _check(fields: IssuedFields) -> None:
     """What a record must be to be read back (:class:`Issued`'s fields); ``ValueError``."""
+    serial, gen_time_ns, accuracy_us, hash_algorithm, imprint, nonce, state, token = fields
     if not 0 < serial < 1 << _SERIAL_MAX_BITS:
         raise ValueError(f"serial {serial} is not a positive integer of ≤ 160 bits")
     if gen_time_ns < 0:
@@ -151,14 +152,14 @@ def _check(
         raise ValueError("accuracy_us must not be negative")
     if not 0 < len(hash_algorithm) <= _HASH_NAME_MAX_CHARS:
         raise ValueError("hash_algorithm must be a short name such as 'sha256'")
-    if not 0 < len(message_imprint) <= _IMPRINT_MAX_BYTES:
+    if not 0 < len(imprint) <= _IMPRINT_MAX_BYTES:
         raise ValueError(f"message_imprint must be 1 .. {_IMPRINT_MAX_BYTES} bytes")
     # A nonce is an INTEGER: a client may send a negative one, and the token echoes it.
     if nonce is not None and not abs(nonce) < 1 << _NONCE_MAX_BITS:
         raise ValueError(f"nonce must be within ±2^{_NONCE_MAX_BITS}")
-    if len(ensemble_state) > _ENSEMBLE_MAX_CHARS:
+    if len(state) > _ENSEMBLE_MAX_CHARS:
         raise ValueError(f"ensemble_state is longer than {_ENSEMBLE_MAX_CHARS} characters")
-    if token_sha256 is not None and len(token_sha256) != 32:
+    if token is not None and len(token) != 32:
         raise ValueError("token_sha256 must be 32 bytes")
 
 
@@ -184,69 +185,25 @@ _json_str = functools.lru_cache(maxsize=1024)(json.JSONEncoder(ensure_ascii=Fals
 
 def encode_record(rec: Issued) -> bytes:
     """One framed record: ``length ‖ crc32 ‖ JSON payload`` (keys in a fixed order)."""
-    return _encode(
-        rec.serial,
-        rec.gen_time_ns,
-        rec.accuracy_us,
-        rec.hash_algorithm,
-        rec.message_imprint,
-        rec.nonce,
-        rec.ensemble_state,
-        rec.token_sha256,
-    )
+    return _encode(rec.field_values())
 
 
-def encode_issued(
-    serial: int,
-    gen_time_ns: int,
-    accuracy_us: int,
-    hash_algorithm: str,
-    message_imprint: bytes,
-    nonce: int | None,
-    ensemble_state: str,
-    token_sha256: bytes | None,
-) -> bytes:
+def encode_issued(fields: IssuedFields) -> bytes:
     """``encode_record(Issued(...))`` without making the :class:`Issued` (one record per
     token: the TSA's hot path). The same checks; ``ValueError`` on a field out of range."""
-    _check(
-        serial,
-        gen_time_ns,
-        accuracy_us,
-        hash_algorithm,
-        message_imprint,
-        nonce,
-        ensemble_state,
-        token_sha256,
-    )
-    return _encode(
-        serial,
-        gen_time_ns,
-        accuracy_us,
-        hash_algorithm,
-        message_imprint,
-        nonce,
-        ensemble_state,
-        token_sha256,
-    )
+    _check(fields)
+    return _encode(fields)
 
 
-def _encode(
-    serial: int,
-    gen_time_ns: int,
-    accuracy_us: int,
-    hash_algorithm: str,
-    message_imprint: bytes,
-    nonce: int | None,
-    ensemble_state: str,
-    token_sha256: bytes | None,
-) -> bytes:
+def _encode(fields: IssuedFields) -> bytes:
+    serial, gen_time_ns, accuracy_us, hash_algorithm, imprint, nonce, state, token = fields
     nonce_text = "null" if nonce is None else str(nonce)
-    token = "null" if token_sha256 is None else f'"{token_sha256.hex()}"'
+    token_text = "null" if token is None else f'"{token.hex()}"'
     payload = (
         f'{{"serial":{serial},"gen_time_ns":{gen_time_ns},'
         f'"accuracy_us":{accuracy_us},"hash":{_json_str(hash_algorithm)},'
-        f'"imprint":"{message_imprint.hex()}","nonce":{nonce_text},'
-        f'"ensemble":{_json_str(ensemble_state)},"token":{token}}}'
+        f'"imprint":"{imprint.hex()}","nonce":{nonce_text},'
+        f'"ensemble":{_json_str(state)},"token":{token_text}}}'
     ).encode()
     if len(payload) > MAX_RECORD_BYTES:  # unreachable with Issued's limits; kept as a guard
         raise JournalError(f"record for serial {serial} exceeds {MAX_RECORD_BYTES} bytes")
