@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -28,6 +29,7 @@ from appliance.tsa.journal import (
     Issued,
     JournalCorrupt,
     JournalError,
+    encode_issued,
     encode_record,
     read_log,
 )
@@ -546,6 +548,18 @@ def test_issued_rejects_out_of_range_fields() -> None:
         fields = {"serial": 1, **bad}
         with pytest.raises(ValueError):
             rec(**fields)  # type: ignore[arg-type]
+        # the hot path's encoder, which makes no Issued, refuses the same fields
+        names = [f.name for f in dataclasses.fields(Issued)]  # field_values()'s order
+        values = tuple(
+            bad.get(name, value) for name, value in zip(names, rec(1).field_values(), strict=True)
+        )
+        with pytest.raises(ValueError):
+            encode_issued(values)  # type: ignore[arg-type]
+
+
+def test_encode_issued_writes_what_encode_record_writes() -> None:
+    for record in (rec(1), rec(2, nonce=None, token_sha256=None), rec(3, nonce=-(1 << 500))):
+        assert encode_issued(record.field_values()) == encode_record(record)
 
 
 # -- a real kill -9 ------------------------------------------------------------------------
