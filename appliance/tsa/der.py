@@ -166,7 +166,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 def encode_integer(value: int) -> bytes:
     """INTEGER TLV, minimal two's complement (X.690 §8.3)."""
     n = (value + (value < 0)).bit_length() // 8 + 1
-    return tlv(INTEGER, value.to_bytes(n, "big", signed=True))
+    content = value.to_bytes(n, "big", signed=True)
+    return bytes((INTEGER, n)) + content if n < 0x80 else tlv(INTEGER, content)
 
 
 def boolean(value: bool) -> bytes:

@@ -122,6 +122,10 @@ _UNITS_NS: tuple[int, ...] = tuple(10**e for e in range(3, 10))  # 1 µs .. 1 s
 _UNIT_MIN_BOUNDS_NS = tuple(10 * u for u in _UNITS_NS[1:])
 
 
+# digits of a genTime's fraction in a unit: 9 for 1 ns, 6 for 1 µs, 0 for 1 s
+_FRACTION_DIGITS = {10**e: 9 - e for e in range(10)}
+
+
 def gen_time_unit_ns(bound_ns: int) -> int:
     """The genTime resolution the error bound warrants: the largest power of ten, from 1 µs
     to 1 s, at most a tenth of the bound (80 ms → 1 ms, 5 µs → 1 µs, 20 s → 1 s)."""
@@ -495,12 +499,11 @@ class TimeStampAuthority:
             prefix = _time.strftime("%Y%m%d%H%M%S", _time.gmtime(sec)).encode("ascii")
             self._sec_cache = (sec, prefix)
         if frac_ns:
-            digits = 10 - len(str(unit_ns))
-            frac = f"{frac_ns // unit_ns:0{digits}d}".rstrip("0")
-            text = prefix + b"." + frac.encode("ascii") + b"Z"
+            frac = b"%0*d" % (_FRACTION_DIGITS[unit_ns], frac_ns // unit_ns)
+            text = b"%s.%sZ" % (prefix, frac.rstrip(b"0"))
         else:
             text = prefix + b"Z"
-        return _tlv(der.GENERALIZED_TIME, text)
+        return bytes((der.GENERALIZED_TIME, len(text))) + text  # at most 25 bytes
 
     def _token(
         self,

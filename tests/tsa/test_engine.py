@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.keys import TsaCredentials
-from appliance.tsa import FailInfo, PKIStatus, TimeNotAvailable, TimeStampAuthority, reject
+from appliance.tsa import FailInfo, PKIStatus, TimeNotAvailable, TimeStampAuthority, der, reject
 from appliance.tsa.asn1 import parse_response, reference_response
 from appliance.tsa.engine import encode_accuracy, format_gen_time, gen_time_unit_ns
 from tests.tsa.conftest import POLICY_OID
@@ -266,6 +266,27 @@ def test_gen_time_resolution_follows_the_bound(bound_ns: int, unit_ns: int) -> N
 )
 def test_gen_time_format(gen_ns: int, unit_ns: int, text: bytes) -> None:
     assert format_gen_time(gen_ns, unit_ns) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(sec=st.integers(0, 253_402_300_799), frac=st.integers(0, 10**9 - 1), e=st.integers(3, 9))
+def test_the_engine_writes_genTime_as_format_gen_time_does(
+    p256: TsaCredentials, sec: int, frac: int, e: int
+) -> None:
+    """The engine's cached, byte-formatted genTime against the plain reference."""
+    unit = 10**e
+    gen_ns = sec * 10**9 + frac - frac % unit
+    text = format_gen_time(gen_ns, unit)
+    engine = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    assert engine._gen_time_der(gen_ns, unit) == bytes((0x18, len(text))) + text
+    assert engine._gen_time_der(gen_ns, unit) == bytes((0x18, len(text))) + text  # cached
+
+
+@given(st.integers(-(2**1100), 2**1100))
+def test_integers_are_encoded_as_asn1crypto_encodes_them(value: int) -> None:
+    from asn1crypto import core
+
+    assert der.encode_integer(value) == core.Integer(value).dump()
 
 
 @pytest.mark.parametrize(
