@@ -15,14 +15,14 @@ import secrets
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableSequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from appliance.config import ApplianceConfig
-from appliance.fastlane import FastLane, Flush, LaneConfig, Tokens
+from appliance.fastlane import BalancedAcceptor, FastLane, Flush, LaneConfig, Tokens
 from appliance.server import CONFIG, TIMEKEEPER, TSA, WORKERS
 from appliance.workers import SharedClock, TicketPublisher, WorkerPool
 
@@ -76,17 +76,23 @@ def bind_public(host: str, port: int) -> socket.socket:
 
 @asynccontextmanager
 async def listening(
-    app: web.Application, public: socket.socket, *, tokens: Tokens | None = None
+    app: web.Application,
+    public: socket.socket,
+    *,
+    tokens: Tokens | None = None,
+    balance: tuple[MutableSequence[int], int] | None = None,
 ) -> AsyncIterator[Listening]:
     """Run ``app`` behind a fast lane on ``public`` until the context exits.
 
     ``tokens`` answers each plain ``POST /tsa`` on the lane (default: the app's own
-    ``TsaService``; without a TSA every request goes to the application).
+    ``TsaService``; without a TSA every request goes to the application). ``balance``:
+    the connection counts of the processes sharing ``public`` and this process's slot
+    (:class:`~appliance.fastlane.BalancedAcceptor`).
     """
     loop = asyncio.get_running_loop()
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # the app's startup: hardware, issuance log
-    server: asyncio.AbstractServer | None = None
+    server: asyncio.AbstractServer | BalancedAcceptor | None = None
     flush: Flush | None = None
     backend_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -98,7 +104,14 @@ async def listening(
             tokens = app[TSA]
         config = LaneConfig(max_body=app[CONFIG].max_request_bytes, backend=name)
         flush = Flush(tokens)  # no TSA: every request is handed over to the application
-        server = await loop.create_server(lambda: FastLane(flush, config), sock=public)
+        lanes = flush.lanes
+        if balance is None:
+            server = await loop.create_server(lambda: FastLane(flush, config), sock=public)
+        else:
+            counts, me = balance
+            server = BalancedAcceptor(
+                public, lambda: FastLane(flush, config), lambda: len(lanes), counts, me
+            )
         host, port = public.getsockname()[:2]
         yield Listening(host=host, port=port, backend=name)
     finally:
@@ -140,7 +153,8 @@ async def serve_forever(
     loop.add_signal_handler(signal.SIGHUP, reload)
     if reload_was_asked():  # while starting: the files may have changed since they were read
         reload()
-    async with listening(app, public) as where:
+    balance = None if shared is None or pool is None else (shared.connection_counts, shared.workers)
+    async with listening(app, public, balance=balance) as where:
         log.info("serving http://%s:%d", where.host, where.port)
         if pool is None:
             await stop.wait()

@@ -43,14 +43,15 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from appliance.clock import ClockState, Ensemble, Policy, Window
 from appliance.clock import TimeNotAvailable as ClockTimeNotAvailable
 from appliance.config import ApplianceConfig
+from appliance.fastlane import NOT_ACCEPTING
 from appliance.metrics import TsaTally
 from appliance.tsa.errors import FailInfo
 from appliance.tsa.errors import TimeNotAvailable as TsaTimeNotAvailable
@@ -170,6 +171,11 @@ class SharedClock:
         self._counters = ctx.RawArray(ctypes.c_int64, (workers + 1) * _PER_WORKER)
         # 1 once worker i survives a SIGHUP (it would end a process that is still booting)
         self._takes_reloads = ctx.RawArray(ctypes.c_int8, max(workers, 1))
+        # open connections of each process that accepts on the public socket: worker i in
+        # slot i, the main process in the last (appliance.fastlane.BalancedAcceptor)
+        self.connection_counts = cast(
+            MutableSequence[int], ctx.RawArray(ctypes.c_int64, [NOT_ACCEPTING] * (workers + 1))
+        )
         self.workers = workers
         # growth of the window per ns of raw-monotonic time, in parts per 10^9
         self._rate_ppb = int(crystal_max_ppm * 1000) + 1
@@ -255,6 +261,7 @@ class SharedClock:
         for i in range(_PER_WORKER):
             c[base + i] = 0
         self._takes_reloads[index] = 0
+        self.connection_counts[index] = NOT_ACCEPTING  # its connections died with it
 
     def takes_reloads(self, index: int) -> bool:
         """Whether worker ``index`` may be sent SIGHUP (see :meth:`ready_for_reloads`)."""
@@ -383,7 +390,7 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 async def _serve(spec: WorkerSpec, tsa: Any) -> None:
-    from appliance.fastlane import FastLane, Flush, LaneConfig
+    from appliance.fastlane import BalancedAcceptor, FastLane, Flush, LaneConfig
     from appliance.serving import reload_was_asked
 
     loop = asyncio.get_running_loop()
@@ -396,7 +403,13 @@ async def _serve(spec: WorkerSpec, tsa: Any) -> None:
     assert tsa.journal is not None
     tsa.journal.start()
     flush = Flush(tsa)
-    server = await loop.create_server(lambda: FastLane(flush, lane), sock=spec.public)
+    server = BalancedAcceptor(
+        spec.public,
+        lambda: FastLane(flush, lane),
+        lambda: len(flush.lanes),
+        spec.shared.connection_counts,
+        spec.index,
+    )
     log.info("worker %s answering POST /tsa", spec.name)
     try:
         while not stop.is_set():

@@ -438,6 +438,33 @@ def http_status(url: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_keep_alive_clients_are_split_evenly_between_the_processes(
+    appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """15 clients connect at once, then each asks for a token over its connection: each of
+    the three processes answers five (left to the kernel, one process often took most)."""
+    base, _, data = appliance_with_workers
+    port = int(base.rsplit(":", 1)[1])
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(15)]
+    try:
+        time.sleep(0.5)  # accepted by now
+        for i, c in enumerate(clients):
+            q = build_request(hashlib.sha256(b"%d" % i).digest(), digest=Digest.SHA256, nonce=i).der
+            c.sendall(
+                b"POST /tsa HTTP/1.1\r\nHost: appliance\r\nContent-Type: "
+                b"application/timestamp-query\r\nContent-Length: %d\r\n\r\n%s" % (len(q), q)
+            )
+        for c in clients:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for c in clients:
+            c.close()
+    served = sorted(len(list(read_log(p))) for p in data.glob("issued*.log"))
+    assert served == [5, 5, 5], served
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_workers_share_one_clock_and_never_repeat_a_serial(
     appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
 ) -> None:
