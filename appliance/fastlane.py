@@ -557,7 +557,9 @@ class BalancedAcceptor:
         """For the interface of ``asyncio.Server``: closing is immediate."""
 
     def _publish(self) -> int:
-        mine = self._counts[self._me] = self._connections() + self._connecting
+        mine = self._connections() + self._connecting
+        if not self._closed:  # a closed acceptor's slot stays NOT_ACCEPTING
+            self._counts[self._me] = mine
         return mine
 
     def _lowest(self) -> bool:

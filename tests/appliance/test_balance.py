@@ -127,11 +127,23 @@ async def test_a_count_left_by_a_dead_process_does_not_stop_the_accepts() -> Non
 
 async def test_a_closed_acceptor_takes_no_more_and_says_so() -> None:
     counts = [NOT_ACCEPTING] * 2
+    async with processes(2, counts, tick_s=60) as (port, held, acceptors):
+        acceptors[1].close()
+        acceptors[0]._pause()  # not reading: the test decides when it accepts
+        first = connect(port, 1)
+        await asyncio.sleep(0.05)  # the kernel has it queued
+        acceptors[0]._readable()  # accepted; its transport is made after the close below
+        acceptors[0].close()
+        await asyncio.sleep(0.1)
+        assert len(held[0]) == 1  # the connection it had accepted is served
+        assert counts == [NOT_ACCEPTING, NOT_ACCEPTING]  # and does not bring its count back
+        first[0].close()
+    counts = [NOT_ACCEPTING] * 2
     async with processes(2, counts) as (port, held, acceptors):
         acceptors[0].close()
         assert counts[0] == NOT_ACCEPTING
         clients = connect(port, 4)
         await settle(held, 4)
-        assert [len(h) for h in held] == [0, 4]  # the other process takes them all
+        assert len(held[1]) == 4  # the other process takes them all
         for c in clients:
             c.close()
