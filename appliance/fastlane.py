@@ -543,6 +543,8 @@ class BalancedAcceptor:
         self._closed = False
         self._queued_since: float | None = None  # paused with connections waiting
         self._warn_after = 0.0
+        self._poll = select.poll()  # not select(): no limit on the descriptor's number
+        self._poll.register(sock, select.POLLIN)
         sock.setblocking(False)
         self._publish()
         self._tick()
@@ -584,8 +586,7 @@ class BalancedAcceptor:
 
     def _queued(self) -> bool:
         """Whether connections wait in the queue (this process is not reading it)."""
-        readable, _, _ = select.select([self._sock], [], [], 0)
-        return bool(readable)
+        return bool(self._poll.poll(0))
 
     def _resume(self) -> None:
         if not self._reading and not self._closed:
