@@ -510,8 +510,11 @@ class BalancedAcceptor:
     group commits while the other is overloaded. Each process's count of open connections
     is kept in ``counts`` (shared memory, one slot each; :data:`NOT_ACCEPTING` for a
     process that does not accept), and a process accepts one connection at a time, while
-    its count is the lowest. Counts are read without a lock: two processes may both accept
-    at once, and the next connections even it out.
+    its count is the lowest; a process that is not stops reading the socket and looks again
+    every ``tick_s`` (a process that reads it needs no timer: its count is refreshed at each
+    accept, and one left high by connections since closed only lets the others accept).
+    Counts are read without a lock: two processes may both accept at once, and the next
+    connections even it out.
 
     A count left behind by a process that died (until the main process retires its slot)
     must not stop every accept: a connection that waits in the queue longer than
@@ -541,6 +544,7 @@ class BalancedAcceptor:
         self._connecting = 0  # accepted, transport not made yet
         self._reading = False
         self._closed = False
+        self._ticking = False  # a look is scheduled (only while not reading)
         self._queued_since: float | None = None  # paused with connections waiting
         self._warn_after = 0.0
         self._poll = select.poll()  # not select(): no limit on the descriptor's number
@@ -569,12 +573,16 @@ class BalancedAcceptor:
         return all(mine <= n for n in self._counts if n != NOT_ACCEPTING)
 
     def _tick(self) -> None:
-        if self._closed:
+        """While not reading the socket: read it again once this process holds the fewest
+        connections, or take a connection that has waited too long; else look again."""
+        self._ticking = False
+        if self._closed or self._reading:
             return
         if self._lowest():
             self._queued_since = None
             self._resume()
-        elif self._queued():
+            return
+        if self._queued():
             now = self._loop.time()
             if self._queued_since is None:
                 self._queued_since = now
@@ -582,7 +590,12 @@ class BalancedAcceptor:
                 self._accept()  # nobody else takes it
         else:
             self._queued_since = None
-        self._loop.call_later(self._tick_s, self._tick)
+        self._look_again()
+
+    def _look_again(self) -> None:
+        if not self._ticking and not self._closed:
+            self._ticking = True
+            self._loop.call_later(self._tick_s, self._tick)
 
     def _queued(self) -> bool:
         """Whether connections wait in the queue (this process is not reading it)."""
@@ -597,12 +610,13 @@ class BalancedAcceptor:
         if self._reading:
             self._loop.remove_reader(self._sock.fileno())
             self._reading = False
+        self._look_again()  # only a paused acceptor looks on a timer
 
     def _readable(self) -> None:
         if self._lowest():
             self._accept()
         else:
-            self._pause()  # the next tick looks again
+            self._pause()  # and look again on a timer
 
     def _accept(self) -> None:
         try:
