@@ -19,10 +19,10 @@ import hashlib
 import logging
 import threading
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import InvalidSignature
@@ -393,40 +393,80 @@ class TimeStampAuthority:
         serial: Callable[[], int],
     ) -> Reply:
         """Answer one request. Never raises: every failure is a rejection Reply."""
+        return self.respond_all((request_der,), time=time, serial=serial)[0]
+
+    def respond_all(
+        self,
+        requests: Sequence[bytes],
+        *,
+        time: Callable[[], tuple[int, int]],
+        serial: Callable[[], int],
+    ) -> list[Reply]:
+        """Answer requests that are all at hand, in order, each as :meth:`respond` would.
+
+        They share one reading of the clock, taken once every one of them had arrived, and
+        so one genTime and accuracy; each gets its own serial number. Their signatures are
+        computed back to back, where the key's tables stay in the processor's caches: under
+        load, where a token is signed between network reads and other processes, that costs
+        a fifth less per signature (ADR 0007, *Tokens signed together*). Never raises: a
+        request's failure is its rejection, and an unexpected error rejects them all with
+        systemFailure."""
         try:
-            return self._respond(request_der, time, serial)
+            return self._respond_all(requests, time, serial)
         except Exception:
-            log.exception("time-stamp request failed unexpectedly; answering systemFailure")
-            return _rejection(FailInfo.systemFailure, "internal error")
+            log.exception("time-stamp requests failed unexpectedly; answering systemFailure")
+            return [_rejection(FailInfo.systemFailure, "internal error")] * len(requests)
 
     def reject(self, fail_info: FailInfo, text: str) -> bytes:
         return reject(fail_info, text)
 
     # --- the work -------------------------------------------------------------------------
 
-    def _respond(
+    def _respond_all(
         self,
-        request_der: bytes,
+        requests: Sequence[bytes],
         time: Callable[[], tuple[int, int]],
         serial: Callable[[], int],
-    ) -> Reply:
-        try:
-            req = parse_request(request_der)
-        except RequestRejected as e:
-            return _rejection(e.fail_info, e.text)
-        policy = self.policy_oid if req.policy is None else req.policy
-        policy_der = self._policy_der.get(policy)
-        if policy_der is None:
-            return _rejection(FailInfo.unacceptedPolicy, f"policy {policy} not accepted")
-        if req.extensions:
-            return _rejection(
-                FailInfo.unacceptedExtension,
-                "extensions not supported: " + ", ".join(req.extensions[:4]),
-            )
+    ) -> list[Reply]:
+        replies: list[Reply] = [_NOT_ANSWERED] * len(requests)
+        valid: list[tuple[int, TimeStampRequest, str, bytes]] = []
+        for i, request_der in enumerate(requests):
+            try:
+                req = parse_request(request_der)
+            except RequestRejected as e:
+                replies[i] = _rejection(e.fail_info, e.text)
+                continue
+            policy = self.policy_oid if req.policy is None else req.policy
+            policy_der = self._policy_der.get(policy)
+            if policy_der is None:
+                replies[i] = _rejection(FailInfo.unacceptedPolicy, f"policy {policy} not accepted")
+            elif req.extensions:
+                replies[i] = _rejection(
+                    FailInfo.unacceptedExtension,
+                    "extensions not supported: " + ", ".join(req.extensions[:4]),
+                )
+            else:
+                valid.append((i, req, policy, policy_der))
+        if valid:
+            self._grant(valid, time, serial, replies)
+        return replies
+
+    def _grant(
+        self,
+        valid: list[tuple[int, TimeStampRequest, str, bytes]],
+        time: Callable[[], tuple[int, int]],
+        serial: Callable[[], int],
+        replies: list[Reply],
+    ) -> None:
+        """Time, number, sign and frame the requests that passed the checks, into
+        ``replies`` at their indexes."""
         try:
             utc_ns, bound_ns = time()
         except TimeNotAvailable as e:
-            return _rejection(FailInfo.timeNotAvailable, e.reason or "time not available")
+            refusal = _rejection(FailInfo.timeNotAvailable, e.reason or "time not available")
+            for i, *_ in valid:
+                replies[i] = refusal
+            return
         if not (
             type(utc_ns) is int
             and type(bound_ns) is int
@@ -434,7 +474,9 @@ class TimeStampAuthority:
             and 0 <= bound_ns < 10**18
         ):
             log.error("time source returned an invalid reading %r, %r", utc_ns, bound_ns)
-            return _rejection(FailInfo.systemFailure, "invalid time reading")
+            for i, *_ in valid:
+                replies[i] = _rejection(FailInfo.systemFailure, "invalid time reading")
+            return
 
         unit_ns = gen_time_unit_ns(bound_ns)
         max_us = self.max_accuracy_us
@@ -444,6 +486,7 @@ class TimeStampAuthority:
             while unit_ns > _NS_PER_US and unit_ns > room_ns:
                 unit_ns //= 10
         # Truncating to the unit adds up to one unit of error, which the accuracy includes.
+        numbered: list[tuple[int, TimeStampRequest, str, bytes, int, bool]] = []
         floor = self._floor
         with floor.lock:  # every thread of every engine sharing the floor, one at a time
             # genTime never goes backwards, even when the resolution gets coarser or the
@@ -454,19 +497,25 @@ class TimeStampAuthority:
             # contains [utc_ns ± bound_ns]; rounded up to the microsecond.
             accuracy_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
             if max_us is not None and accuracy_us > max_us:
-                return _rejection(
+                refusal = _rejection(
                     FailInfo.timeNotAvailable,
                     f"accuracy {accuracy_us / 1e6:g} s would exceed the policy's "
                     f"{max_us / 1e6:g} s",
                 )
+                for i, *_ in valid:
+                    replies[i] = refusal
+                return
             floor.value = gen_ns
-            serial_no = serial()
-            if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:
-                log.error("serial allocator returned an invalid serial %r", serial_no)
-                return _rejection(FailInfo.systemFailure, "invalid serial number")
-            self.tokens_issued += 1
-            # the first token, then one in self_check_every
-            check = self.self_check and (self.tokens_issued - 1) % self.self_check_every == 0
+            for i, req, policy, policy_der in valid:
+                serial_no = serial()
+                if type(serial_no) is not int or not 0 < serial_no < 1 << MAX_SERIAL_BITS:
+                    log.error("serial allocator returned an invalid serial %r", serial_no)
+                    replies[i] = _rejection(FailInfo.systemFailure, "invalid serial number")
+                    continue
+                self.tokens_issued += 1
+                # the first token, then one in self_check_every
+                check = self.self_check and (self.tokens_issued - 1) % self.self_check_every == 0
+                numbered.append((i, req, policy, policy_der, serial_no, check))
         if gen_ns % unit_ns:  # the clamp kept a finer previous genTime: keep its digits
             unit_ns = _finest_unit(gen_ns)
         gen_time = self._gen_time_der(gen_ns, unit_ns)
@@ -474,23 +523,35 @@ class TimeStampAuthority:
         if cached_us != accuracy_us:
             accuracy_der = encode_accuracy(accuracy_us)
             self._accuracy_cache = (accuracy_us, accuracy_der)
-        resp, signature, signed = self._token(req, policy_der, gen_time, accuracy_der, serial_no)
-        if check and not self._self_check(signature, signed):
-            return _rejection(FailInfo.systemFailure, "token self-check failed")
-        return Reply(
-            der=resp,
-            granted=True,
-            status=PKIStatus.GRANTED,
-            fail_info=None,
-            status_text="granted",
-            serial=serial_no,
-            gen_time_ns=gen_ns,
-            accuracy_us=accuracy_us,
-            hash_alg=req.hash_alg.name,
-            imprint=req.imprint,
-            nonce=req.nonce,
-            policy=policy,
-        )
+
+        drafts = [
+            self._tst_info(req, policy_der, gen_time, accuracy_der, serial_no)
+            for _, req, _, policy_der, serial_no, _ in numbered
+        ]
+        sign = self._signer.sign
+        signatures = [sign(signed) for _, _, signed in drafts]  # back to back: see respond_all
+        for (i, req, policy, _, serial_no, check), (tst, attrs, signed), signature in zip(
+            numbered, drafts, signatures, strict=True
+        ):
+            if check and not self._self_check(signature, signed):
+                replies[i] = _rejection(FailInfo.systemFailure, "token self-check failed")
+                continue
+            shape = (len(tst), len(signature), req.cert_req)
+            frame = self._frames.get(shape) or self._frame(*shape)
+            replies[i] = Reply(
+                der=b"".join((frame[0], tst, frame[1], attrs, frame[2], signature)),
+                granted=True,
+                status=PKIStatus.GRANTED,
+                fail_info=None,
+                status_text="granted",
+                serial=serial_no,
+                gen_time_ns=gen_ns,
+                accuracy_us=accuracy_us,
+                hash_alg=req.hash_alg.name,
+                imprint=req.imprint,
+                nonce=req.nonce,
+                policy=policy,
+            )
 
     def _gen_time_der(self, gen_ns: int, unit_ns: int) -> bytes:
         sec, frac_ns = divmod(gen_ns, _NS_PER_S)
@@ -505,7 +566,7 @@ class TimeStampAuthority:
             text = prefix + b"Z"
         return bytes((der.GENERALIZED_TIME, len(text))) + text  # at most 25 bytes
 
-    def _token(
+    def _tst_info(
         self,
         req: TimeStampRequest,
         policy_der: bytes,
@@ -513,10 +574,10 @@ class TimeStampAuthority:
         accuracy_der: bytes,
         serial_no: int,
     ) -> tuple[bytes, bytes, bytes]:
-        """Return (TimeStampResp DER, signature, signed bytes).
+        """Return (TSTInfo DER, signed attributes, the bytes to sign).
 
-        The TSTInfo is encoded, hashed into the signed attributes and signed; the rest of
-        the response is the frame of its shape (:meth:`_frame`) around those pieces."""
+        The response is the frame of its shape (:meth:`_frame`) around the TSTInfo, the
+        signed attributes and the signature."""
         # TSTInfo (RFC 3161 §2.4.2): version 1, policy, messageImprint (echoed), serial,
         # genTime, accuracy, [ordering FALSE omitted], nonce (echoed), tsa
         body = b"".join(
@@ -533,12 +594,7 @@ class TimeStampAuthority:
         )
         tst = _hdr(_SEQ, len(body)) + body
         attrs = self._attrs_head + self._hash(tst).digest() + self._attrs_tail
-        signed = self._attrs_set_hdr + attrs
-        sig = self._signer.sign(signed)
-        shape = (len(tst), len(sig), req.cert_req)
-        frame = self._frames.get(shape) or self._frame(*shape)
-        resp = b"".join((frame[0], tst, frame[1], attrs, frame[2], sig))
-        return resp, sig, signed
+        return tst, attrs, self._attrs_set_hdr + attrs
 
     def _frame(self, tst_len: int, sig_len: int, cert_req: bool) -> tuple[bytes, bytes, bytes]:
         """The bytes of a response around its TSTInfo, signed attributes and signature.
@@ -639,3 +695,7 @@ def _rejection(fail_info: FailInfo, text: str) -> Reply:
         fail_info=fail_info,
         status_text=text,
     )
+
+
+# what a request of a batch is answered if a bug leaves it unanswered (never a token)
+_NOT_ANSWERED: Final = _rejection(FailInfo.systemFailure, "internal error")

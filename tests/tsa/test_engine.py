@@ -470,6 +470,151 @@ def test_self_check_sampling(
         assert tsa.self_checks == 5
 
 
+# --- requests answered together -----------------------------------------------------------------
+
+_EXTENSION = [{"extn_id": "1.2.3", "critical": False, "extn_value": b"\x00"}]
+
+
+class CountingTime:
+    """A clock that counts its readings."""
+
+    def __init__(self, utc_ns: int, bound_ns: int = 1_000_000) -> None:
+        self.reading = (utc_ns, bound_ns)
+        self.calls = 0
+
+    def __call__(self) -> tuple[int, int]:
+        self.calls += 1
+        return self.reading
+
+
+def test_requests_answered_together_are_each_answered_as_alone(
+    p256: TsaCredentials, dev_pki: Callable[[str], Any]
+) -> None:
+    from appliance.tsa.client import verify_reply
+
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset({"1.2.3.4"}))
+    digests = [hashlib.sha256(b"a").digest(), hashlib.sha512(b"b").digest()]
+    batch = [
+        make_request(digest=digests[0], nonce=1),
+        b"junk",
+        make_request(policy="1.9.9"),
+        make_request(alg="sha512", digest=digests[1], nonce=None, policy="1.2.3.4"),
+        make_request(extensions=_EXTENSION),
+        make_request(alg="sha1"),
+    ]
+    clock, serials = CountingTime(time.time_ns()), Serials()
+    replies = tsa.respond_all(batch, time=clock, serial=serials)
+
+    assert clock.calls == 1  # one reading for the whole batch
+    assert [r.granted for r in replies] == [True, False, False, True, False, False]
+    for i in (1, 2, 4, 5):  # each refusal is the one the request gets alone, byte for byte
+        alone = TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset())
+        assert replies[i].der == alone.respond(batch[i], time=clock, serial=Serials()).der
+    first, second = replies[0], replies[3]
+    assert (first.serial, second.serial) == (1001, 1002)  # in order, one each
+    assert first.gen_time_ns == second.gen_time_ns and first.accuracy_us == second.accuracy_us
+    assert (first.nonce, second.nonce, second.policy) == (1, None, "1.2.3.4")
+    ca = dev_pki("ec-p256").ca_cert.read_bytes()
+    verify_reply(first.der, message_imprint=digests[0], ca_pem=ca, nonce=1)
+    verify_reply(second.der, message_imprint=digests[1], ca_pem=ca, policy_oid="1.2.3.4")
+    assert tsa.tokens_issued == 2
+
+
+def test_a_batch_of_refusals_reads_no_clock_and_spends_no_serial(
+    tsa: TimeStampAuthority,
+) -> None:
+    clock, serials = CountingTime(T0_NS), Serials()
+    replies = tsa.respond_all([b"junk", make_request(alg="md5")], time=clock, serial=serials)
+    assert [r.fail_info for r in replies] == [FailInfo.badDataFormat, FailInfo.badAlg]
+    assert (clock.calls, serials.calls) == (0, 0)
+    assert tsa.respond_all([], time=clock, serial=serials) == []
+
+
+def test_time_not_available_refuses_the_batch_each_refusal_keeping_its_own(
+    tsa: TimeStampAuthority,
+) -> None:
+    def no_time() -> tuple[int, int]:
+        raise TimeNotAvailable("no quorum")
+
+    serials = Serials()
+    batch = [make_request(), b"junk", make_request()]
+    replies = tsa.respond_all(batch, time=no_time, serial=serials)
+    assert_rejected(replies[0], FailInfo.timeNotAvailable, "no quorum")
+    assert_rejected(replies[1], FailInfo.badDataFormat, "")
+    assert_rejected(replies[2], FailInfo.timeNotAvailable, "no quorum")
+    assert serials.calls == 0
+
+
+def test_an_invalid_serial_refuses_only_its_own_token(tsa: TimeStampAuthority) -> None:
+    given_out = iter([5, 0, 6])
+    replies = tsa.respond_all(
+        [make_request()] * 3, time=fixed_time(), serial=lambda: next(given_out)
+    )
+    assert [r.serial for r in replies] == [5, None, 6]
+    assert_rejected(replies[1], FailInfo.systemFailure, "invalid serial number")
+    assert tsa.tokens_issued == 2
+
+
+def test_a_failure_while_signing_refuses_the_whole_batch_and_never_raises(
+    p256: TsaCredentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    signed: list[bytes] = []
+    real_sign = tsa._signer.sign
+
+    def fails_second(data: bytes) -> bytes:
+        signed.append(data)
+        if len(signed) == 2:
+            raise RuntimeError("the key's hardware failed")
+        return real_sign(data)
+
+    object.__setattr__(tsa._signer, "sign", fails_second)
+    replies = tsa.respond_all([make_request()] * 3, time=fixed_time(), serial=Serials())
+    for reply in replies:  # no token leaves from a batch that failed half-way
+        assert_rejected(reply, FailInfo.systemFailure, "internal error")
+    assert "failed unexpectedly" in caplog.text
+
+
+def test_a_batch_self_checks_the_tokens_one_by_one_would(p256: TsaCredentials) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check_every=3)
+    wrong_key = functools.partial(other.sign, signature_algorithm=ec.ECDSA(hashes.SHA256()))
+    object.__setattr__(tsa._signer, "sign", wrong_key)
+    replies = tsa.respond_all([make_request()] * 7, time=fixed_time(), serial=Serials())
+    # tokens 1, 4 and 7 are checked (and, signed by a wrong key, withheld); the others are not
+    assert [r.granted for r in replies] == [False, True, True, False, True, True, False]
+    assert (tsa.self_checks, tsa.self_check_failures) == (3, 3)
+
+
+def test_the_gen_time_floor_holds_across_batches(tsa: TimeStampAuthority) -> None:
+    first = tsa.respond_all([make_request()] * 2, time=fixed_time(T0_NS), serial=Serials())
+    back = tsa.respond_all([make_request()] * 2, time=fixed_time(T0_NS - 10**6), serial=Serials())
+    assert {r.gen_time_ns for r in first + back} == {first[0].gen_time_ns}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SEEDS), mutated()), min_size=1, max_size=6))
+def test_fuzz_a_batch_answers_each_request_as_alone(
+    p256: TsaCredentials, batch: list[bytes]
+) -> None:
+    together = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    alone = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    replies = together.respond_all(batch, time=fixed_time(), serial=Serials())
+    assert len(replies) == len(batch)
+    serials = Serials()
+    for request, reply in zip(batch, replies, strict=True):
+        single = alone.respond(request, time=fixed_time(), serial=serials)
+        assert (reply.granted, reply.fail_info, reply.serial) == (
+            single.granted,
+            single.fail_info,
+            single.serial,
+        )
+        if reply.granted:
+            assert tst_info(reply.der).dump() == tst_info(single.der).dump()
+        else:
+            assert reply.der == single.der
+
+
 # --- never raises ------------------------------------------------------------------------------
 
 
