@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,10 +123,22 @@ class TsaService:
         issuance-log record (``encode_record``), which must be durable before the token
         leaves (:meth:`commit`). ``None``: nothing to log. Never raises.
         """
+        return self.sign_all((body,))[0]
+
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        """:meth:`sign` for requests at hand, together: one reading of the clock, the
+        signatures back to back (``TimeStampAuthority.respond_all``). Never raises."""
         assert self.token_time is not None, "TsaService.token_time is not wired"
         if self.valid_until_ns is not None and time.time_ns() >= self.valid_until_ns:
-            return self._refuse(FailInfo.systemFailure, "the TSA certificate has expired"), None
-        reply = self.authority.respond(body, time=self.token_time, serial=self.serials.next)
+            expired = (FailInfo.systemFailure, "the TSA certificate has expired")
+            return [(self._refuse(*expired), None) for _ in bodies]
+        replies = self.authority.respond_all(bodies, time=self.token_time, serial=self.serials.next)
+        state = self.issue_state()  # the clock's, as the replies were timed
+        return [self._answer(reply, state) for reply in replies]
+
+    def _answer(self, reply: Any, state: str) -> tuple[bytes, bytes | None]:
+        """The DER to send for ``reply`` (a ``Reply``), and the record to make durable
+        first."""
         if not reply.granted:
             self.refused[reply.fail_info.name if reply.fail_info else "rejected"] += 1
             return bytes(reply.der), None
@@ -134,7 +146,7 @@ class TsaService:
             self.granted += 1
             return bytes(reply.der), None
         try:
-            record = issued_record(reply, self.issue_state())
+            record = issued_record(reply, state)
         except Exception:  # a bug: the token is withheld, never sent without its record
             log.exception("tsa: cannot record serial %s; withholding the token", reply.serial)
             self.refused[FailInfo.systemFailure.name] += 1

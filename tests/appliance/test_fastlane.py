@@ -22,7 +22,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -474,10 +474,10 @@ class LaneTokens:
     """The lane's TSA for these tests: answers ``lane:<body>``; ``raise`` fails to sign,
     ``slow`` takes 0.2 s to become durable, ``lost`` is never made durable (withheld)."""
 
-    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
-        if body == b"raise":
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        if b"raise" in bodies:
             raise RuntimeError("the answer failed (on purpose)")
-        return b"lane:" + body, body if body in (b"slow", b"lost") else None
+        return [(b"lane:" + body, body if body in (b"slow", b"lost") else None) for body in bodies]
 
     def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -1157,9 +1157,11 @@ class GroupedTokens:
 
     def __init__(self) -> None:
         self.groups: list[list[bytes]] = []
+        self.signed: list[list[bytes]] = []  # the requests of each sign_all
 
-    def sign(self, body: bytes) -> tuple[bytes, bytes | None]:
-        return b"token:" + body, body
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        self.signed.append(list(bodies))
+        return [(b"token:" + body, body) for body in bodies]
 
     def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
         self.groups.append(records)
@@ -1202,6 +1204,52 @@ async def test_a_lone_request_waits_one_iteration_not_the_group_wait() -> None:
     flush.add(cast(FastLane, lane), b"alone", False)
     await iterations(3)
     assert tokens.groups == [[b"alone"]] and lane.replies == [b"token:alone"]
+
+
+async def test_the_requests_of_an_iteration_are_signed_together() -> None:
+    tokens, lanes = GroupedTokens(), [RepliedLane() for _ in range(4)]
+    flush = Flush(tokens, group_wait_s=10.0)
+    for lane, body in zip(lanes[:3], (b"1", b"2", b"3"), strict=True):  # one iteration
+        flush.add(cast(FastLane, lane), body, False)
+    await iterations(1)
+    flush.add(cast(FastLane, lanes[3]), b"4", False)  # the next
+    await iterations(3)
+    assert tokens.signed == [[b"1", b"2", b"3"], [b"4"]]
+    assert tokens.groups == [[b"1", b"2", b"3", b"4"]]
+    assert [lane.replies for lane in lanes] == [[b"token:%d" % i] for i in range(1, 5)]
+
+
+async def test_a_batch_that_fails_is_answered_request_by_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lanes = [RepliedLane() for _ in range(3)]
+    flush = Flush(LaneTokens(), group_wait_s=10.0)
+    for lane, body in zip(lanes, (b"one", b"raise", b"two"), strict=True):
+        flush.add(cast(FastLane, lane), body, False)
+    await iterations(3)
+    # only the request that fails gets the 500; its neighbours are answered
+    assert [lane.replies for lane in lanes] == [[b"lane:one"], [None], [b"lane:two"]]
+    assert "answering each alone" in caplog.text
+
+
+class SlowTokens(GroupedTokens):
+    """Signing takes 20 ms a batch."""
+
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        time.sleep(0.02)
+        return super().sign_all(bodies)
+
+
+async def test_the_group_wait_counts_from_the_first_tokens_signed() -> None:
+    tokens, lane = SlowTokens(), RepliedLane()
+    flush = Flush(tokens, group_wait_s=0.01)  # shorter than one signing
+    flush.add(cast(FastLane, lane), b"1", False)
+    await iterations(1)
+    flush.add(cast(FastLane, lane), b"2", False)  # arrives while the group forms
+    await iterations(4)
+    # counted from the request's arrival, the wait would be over after the first signing
+    # and "1" committed alone
+    assert tokens.groups == [[b"1", b"2"]]
 
 
 async def test_a_steady_stream_is_cut_into_groups_at_the_group_wait() -> None:

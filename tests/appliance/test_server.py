@@ -28,7 +28,13 @@ from appliance.server import ServerConfig, TsaService, create_app, health_docume
 from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
 from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
-from appliance.tsa.journal import COMMIT_BUCKETS_S, IssuanceLog, JournalError, read_log
+from appliance.tsa.journal import (
+    COMMIT_BUCKETS_S,
+    IssuanceLog,
+    JournalError,
+    decode_payload,
+    read_log,
+)
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
 
@@ -383,6 +389,32 @@ async def test_no_token_once_the_certificate_has_expired(
     assert reply.fail_info == frozenset({FailInfo.systemFailure})
     assert reply.status_text == ("the TSA certificate has expired",)
     assert service.granted == 0
+
+
+async def test_requests_signed_together_each_get_their_own_record_and_count(
+    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+) -> None:
+    feed_agreeing_sources(timekeeper, clock)
+    service: TsaService = tsa_service()
+    await make_client(aiohttp_client, timekeeper, tsa=service)  # wires the clock to it
+    first, second = query(b"a"), query(b"b", nonce=None)
+    answers = service.sign_all([first.der, b"junk", second.der])
+    replies = [parse_reply(der) for der, _ in answers]
+    assert [r.granted for r in replies] == [True, False, True]
+    assert answers[1][1] is None and replies[1].fail_info == frozenset({FailInfo.badDataFormat})
+    records = [decode_payload(record[8:]) for _, record in answers if record is not None]
+    assert [r.serial for r in records] == [replies[0].info.serial, replies[2].info.serial]
+    assert [r.message_imprint for r in records] == [first.message_imprint, second.message_imprint]
+    assert {r.ensemble_state for r in records} == {"synchronised"}
+    for reply, record in zip((replies[0], replies[2]), records, strict=True):
+        assert reply.token_der is not None
+        assert record.token_sha256 == hashlib.sha256(reply.token_der).digest()
+    assert service.refused == {"badDataFormat": 1}  # the granted count waits for the commit
+
+    service.valid_until_ns = 1  # expired: each request of a batch is refused, and counted
+    expired = service.sign_all([first.der, second.der])
+    assert [record for _, record in expired] == [None, None]
+    assert service.refused["systemFailure"] == 2
 
 
 async def test_fuzzed_bodies_always_get_a_der_reply_never_a_500(
