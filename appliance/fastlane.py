@@ -392,6 +392,8 @@ class Flush:
         bodies = [body for _, body, _ in batch]
         try:
             answers: list[tuple[bytes, bytes | None] | None] = list(self._tokens.sign_all(bodies))
+            if len(answers) != len(batch):
+                raise RuntimeError(f"{len(answers)} answers to {len(batch)} requests")
         except Exception:
             log.exception("tsa: answering %d requests failed; answering each alone", len(batch))
             answers = [self._sign_alone(body) for body in bodies]
@@ -407,7 +409,7 @@ class Flush:
         """One request's answer, or None: it fails (the connection gets a 500)."""
         assert self._tokens is not None
         try:
-            [answer] = self._tokens.sign_all([body])
+            [answer] = self._tokens.sign_all([body])  # ValueError unless exactly one
         except Exception:
             log.exception("tsa: answering failed; closing the connection")
             return None

@@ -1232,6 +1232,26 @@ async def test_a_batch_that_fails_is_answered_request_by_request(
     assert "answering each alone" in caplog.text
 
 
+class MiscountingTokens(GroupedTokens):
+    """Answers one request too few when given several (a bug)."""
+
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        answers = super().sign_all(bodies)
+        return answers[:-1] if len(bodies) > 1 else answers
+
+
+async def test_a_batch_answered_short_is_answered_request_by_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens, lanes = MiscountingTokens(), [RepliedLane() for _ in range(3)]
+    flush = Flush(tokens, group_wait_s=10.0)
+    for lane, body in zip(lanes, (b"1", b"2", b"3"), strict=True):
+        flush.add(cast(FastLane, lane), body, False)
+    await iterations(3)
+    assert [lane.replies for lane in lanes] == [[b"token:1"], [b"token:2"], [b"token:3"]]
+    assert "2 answers to 3 requests" in caplog.text
+
+
 class SlowTokens(GroupedTokens):
     """Signing takes 20 ms a batch."""
 
