@@ -23,6 +23,7 @@ from appliance.keys import TsaCredentials
 from appliance.tsa import FailInfo, PKIStatus, TimeNotAvailable, TimeStampAuthority, der, reject
 from appliance.tsa.asn1 import parse_response, reference_response
 from appliance.tsa.engine import encode_accuracy, format_gen_time, gen_time_unit_ns
+from appliance.tsa.request import parse_request
 from tests.tsa.conftest import POLICY_OID
 from tests.tsa.test_request import _SEEDS, make_request, mutated
 
@@ -573,6 +574,25 @@ def test_a_failure_while_signing_refuses_the_whole_batch_and_never_raises(
     for reply in replies:  # no token leaves from a batch that failed half-way
         assert_rejected(reply, FailInfo.systemFailure, "internal error")
     assert "failed unexpectedly" in caplog.text
+
+
+def test_a_request_the_parser_fails_on_fails_alone(
+    tsa: TimeStampAuthority, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import appliance.tsa.engine as engine
+
+    def parse(request_der: bytes) -> Any:
+        if request_der == b"poison":
+            raise RuntimeError("a bug in the parser")
+        return parse_request(request_der)
+
+    monkeypatch.setattr(engine, "parse_request", parse)
+    replies = tsa.respond_all(
+        [make_request(), b"poison", make_request()], time=fixed_time(), serial=Serials()
+    )
+    assert [r.granted for r in replies] == [True, False, True]
+    assert_rejected(replies[1], FailInfo.systemFailure, "internal error")
+    assert "a bug in the parser" in caplog.text
 
 
 def test_a_batch_self_checks_the_tokens_one_by_one_would(p256: TsaCredentials) -> None:
