@@ -70,6 +70,8 @@ OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 OID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"
 OID_RSA_SHA256 = "1.2.840.113549.1.1.11"
 
+# a request of a batch that passed the checks: its index, the request, its policy (OID, DER)
+_Checked = tuple[int, TimeStampRequest, str, bytes]
 _GRANTED_STATUS = b"\x30\x03\x02\x01\x00"  # PKIStatusInfo { status granted(0) }
 _FRAMES_KEPT = 256  # response frames kept per engine (TimeStampAuthority._frame)
 _SEQ, _SET = der.SEQUENCE, der.SET
@@ -430,7 +432,7 @@ class TimeStampAuthority:
         serial: Callable[[], int],
     ) -> list[Reply]:
         replies: list[Reply] = [_NOT_ANSWERED] * len(requests)
-        valid: list[tuple[int, TimeStampRequest, str, bytes]] = []
+        valid: list[_Checked] = []
         for i, request_der in enumerate(requests):
             try:
                 req = parse_request(request_der)
@@ -458,7 +460,7 @@ class TimeStampAuthority:
 
     def _grant(
         self,
-        valid: list[tuple[int, TimeStampRequest, str, bytes]],
+        valid: list[_Checked],
         time: Callable[[], tuple[int, int]],
         serial: Callable[[], int],
         replies: list[Reply],
@@ -468,9 +470,7 @@ class TimeStampAuthority:
         try:
             utc_ns, bound_ns = time()
         except TimeNotAvailable as e:
-            refusal = _rejection(FailInfo.timeNotAvailable, e.reason or "time not available")
-            for i, *_ in valid:
-                replies[i] = refusal
+            _refuse_all(valid, replies, FailInfo.timeNotAvailable, e.reason or "time not available")
             return
         if not (
             type(utc_ns) is int
@@ -479,8 +479,7 @@ class TimeStampAuthority:
             and 0 <= bound_ns < 10**18
         ):
             log.error("time source returned an invalid reading %r, %r", utc_ns, bound_ns)
-            for i, *_ in valid:
-                replies[i] = _rejection(FailInfo.systemFailure, "invalid time reading")
+            _refuse_all(valid, replies, FailInfo.systemFailure, "invalid time reading")
             return
 
         unit_ns = gen_time_unit_ns(bound_ns)
@@ -502,13 +501,13 @@ class TimeStampAuthority:
             # contains [utc_ns ± bound_ns]; rounded up to the microsecond.
             accuracy_us = -(-(bound_ns + max(unit_ns, gen_ns - utc_ns)) // _NS_PER_US)
             if max_us is not None and accuracy_us > max_us:
-                refusal = _rejection(
+                _refuse_all(
+                    valid,
+                    replies,
                     FailInfo.timeNotAvailable,
                     f"accuracy {accuracy_us / 1e6:g} s would exceed the policy's "
                     f"{max_us / 1e6:g} s",
                 )
-                for i, *_ in valid:
-                    replies[i] = refusal
                 return
             floor.value = gen_ns
             for i, req, policy, policy_der in valid:
@@ -700,6 +699,18 @@ def _rejection(fail_info: FailInfo, text: str) -> Reply:
         fail_info=fail_info,
         status_text=text,
     )
+
+
+def _refuse_all(
+    valid: list[_Checked],
+    replies: list[Reply],
+    fail_info: FailInfo,
+    text: str,
+) -> None:
+    """One rejection for every request of ``valid``, at its index in ``replies``."""
+    refusal = _rejection(fail_info, text)
+    for i, *_ in valid:
+        replies[i] = refusal
 
 
 # what a request of a batch is answered if a bug leaves it unanswered (never a token)
