@@ -40,7 +40,7 @@ coverage: system-deps venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy drivers appliance daemon horodate
+	$(BIN)/mypy drivers timestamping appliance daemon horodate
 
 bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,8 +1,8 @@
 """The layering rule of DESIGN.md, checked on the source: who may import whom.
 
-drivers/ imports nothing of ours; appliance/ may import drivers/; daemon/ may import only
-appliance's pure token/verify helpers and never the TSA key code; nothing below the CLI
-imports horodate/.
+drivers/ and timestamping/ import nothing of ours; appliance/ may import drivers/ and
+timestamping/; daemon/ (the vault) only timestamping/, never appliance/ nor the TSA key;
+nothing below the CLI imports horodate/.
 """
 
 import ast
@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"drivers", "appliance", "daemon", "horodate"}
+OURS = {"drivers", "timestamping", "appliance", "daemon", "horodate"}
 
 ALLOWED = {
     "drivers": {"drivers"},
-    "appliance": {"drivers", "appliance"},
-    "daemon": {"daemon", "appliance.tsa.client", "appliance.tsa.errors", "appliance.merkle"},
+    "timestamping": {"timestamping"},
+    "appliance": {"drivers", "timestamping", "appliance"},
+    "daemon": {"daemon", "timestamping"},
 }
 
 
@@ -54,3 +55,20 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     assert not allowed("daemon", "appliance.keys")
     assert not allowed("drivers", "appliance.keys")
     assert allowed("appliance", "drivers.gps")
+
+
+def test_importing_timestamping_loads_nothing_else_of_ours() -> None:
+    """The vault uses ``timestamping``; loading it must not bring the signing engine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, timestamping, timestamping.verify, timestamping.aio_client, "
+        "timestamping.http_client\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'appliance', 'drivers', 'daemon', 'horodate'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,16 @@ it there.
 
 from __future__ import annotations
 
-import enum
+from timestamping.errors import FailInfo, PKIStatus
+
+__all__ = [
+    "CredentialsError",
+    "FailInfo",
+    "PKIStatus",
+    "RequestRejected",
+    "TimeNotAvailable",
+    "TsaError",
+]
 
 
 class TsaError(Exception):
@@ -23,30 +32,6 @@ class TimeNotAvailable(TsaError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class PKIStatus(enum.IntEnum):
-    """RFC 3161 §2.4.2 ``PKIStatus``."""
-
-    GRANTED = 0
-    GRANTED_WITH_MODS = 1
-    REJECTION = 2
-    WAITING = 3
-    REVOCATION_WARNING = 4
-    REVOCATION_NOTIFICATION = 5
-
-
-class FailInfo(enum.Enum):
-    """RFC 3161 §2.4.2 ``PKIFailureInfo``: the value is the bit number in the BIT STRING."""
-
-    badAlg = 0  # unrecognized or unsupported Algorithm Identifier
-    badRequest = 2  # transaction not permitted or supported
-    badDataFormat = 5  # the data submitted has the wrong format
-    timeNotAvailable = 14  # the TSA's time source is not available
-    unacceptedPolicy = 15  # the requested TSA policy is not supported by the TSA
-    unacceptedExtension = 16  # the requested extension is not supported by the TSA
-    addInfoNotAvailable = 17  # the additional information requested could not be understood
-    systemFailure = 25  # the request cannot be handled due to system failure
 
 
 class RequestRejected(TsaError):

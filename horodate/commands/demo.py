@@ -207,7 +207,7 @@ async def _stamp(
     record: tuple[str, ...],
     stats: dict[str, int],
 ) -> None:
-    from appliance.tsa.client import Digest, build_request, describe_failure, parse_reply
+    from timestamping import Digest, build_request, describe_failure, parse_reply
 
     establishment, session, teacher, ine, what = record
     text = (

@@ -236,16 +236,16 @@ def _accuracy(us: int) -> str:
 
 def _find_token(paths: list[Path], tsr: Path) -> int:
     """Is the token in ``tsr`` recorded, and does its record say what the token says?"""
-    from appliance.tsa.client import ClientError, parse_reply
     from appliance.tsa.issued import merged
     from appliance.tsa.journal import JournalError
+    from timestamping import TimestampingError, parse_reply
 
     try:
         reply = parse_reply(tsr.read_bytes())
     except OSError as e:
         _err(f"cannot read {tsr}: {e.strerror or e}")
         return EXIT_INPUT
-    except ClientError as e:
+    except TimestampingError as e:
         _err(f"{tsr}: {e}")
         return EXIT_INPUT
     info = reply.info

@@ -74,50 +74,62 @@ def _save(path: Path, data: bytes, *, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.tsa import client
+    from timestamping import (
+        Digest,
+        ReplyRejected,
+        TimestampingError,
+        TsaUnreachable,
+        build_request,
+        check_reply,
+        hash_file,
+        parse_reply,
+        random_nonce,
+    )
+    from timestamping.http_client import post_query
+    from timestamping.verify import verify_reply
 
     output: Path = args.output or args.file.with_name(args.file.name + ".tsr")
     if output.exists() and not args.force:
         _err(f"{output} exists (use --force to overwrite it)")
         return EXIT_INPUT
     try:
-        digest = client.Digest.from_name(args.hash)
-        imprint = client.hash_file(args.file, digest)
+        digest = Digest.from_name(args.hash)
+        imprint = hash_file(args.file, digest)
         ca_pem = args.ca.read_bytes() if args.ca else None
-        query = client.build_request(
+        query = build_request(
             imprint,
             digest=digest,
-            nonce=client.random_nonce(),
+            nonce=random_nonce(),
             cert_req=not args.no_cert_req,
             policy_oid=args.policy,
         )
     except OSError as e:
         _err(f"cannot read {e.filename}: {e.strerror}")
         return EXIT_INPUT
-    except client.ClientError as e:
+    except TimestampingError as e:
         _err(str(e))
         return EXIT_INPUT
     try:
-        reply_der = client.post_query(args.tsa, query.der, timeout_s=args.timeout_s)
-    except client.TsaUnreachable as e:
+        reply_der = post_query(args.tsa, query.der, timeout_s=args.timeout_s)
+    except TsaUnreachable as e:
         _err(str(e))
         return EXIT_TRANSPORT
-    except client.ClientError as e:
+    except TimestampingError as e:
         _err(str(e))
         return EXIT_INPUT
     try:
-        reply = client.parse_reply(reply_der)
-        info = client.check_reply(query, reply)
+        reply = parse_reply(reply_der)
+        info = check_reply(query, reply)
         subject = None
         if ca_pem is not None:
-            verified = client.verify_reply(
+            verified = verify_reply(
                 reply_der, message_imprint=imprint, ca_pem=ca_pem, nonce=query.nonce
             )
             subject = verified.tsa_subject
-    except client.ReplyRejected as e:
+    except ReplyRejected as e:
         _err(f"time-stamp refused: {e}")
         return EXIT_REFUSED
-    except client.ClientError as e:
+    except TimestampingError as e:
         _err(f"bad reply from {args.tsa}: {e}")
         return EXIT_REFUSED
     try:

@@ -47,7 +47,14 @@ def _err(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.tsa import client
+    from timestamping import (
+        TimestampingError,
+        VerificationFailed,
+        describe_failure,
+        hash_file,
+        parse_reply,
+    )
+    from timestamping.verify import verify_reply, verify_with_openssl
 
     try:
         reply_der = args.reply.read_bytes()
@@ -56,34 +63,34 @@ def run(args: argparse.Namespace) -> int:
         _err(f"cannot read {e.filename}: {e.strerror}")
         return EXIT_INPUT
     try:
-        reply = client.parse_reply(reply_der)
-    except client.ClientError as e:
+        reply = parse_reply(reply_der)
+    except TimestampingError as e:
         _err(f"{args.reply}: {e}")
         return EXIT_INPUT
     if not reply.granted or reply.info is None:
-        _err(f"{args.reply} holds no token: {client.describe_failure(reply)}")
+        _err(f"{args.reply} holds no token: {describe_failure(reply)}")
         return EXIT_FAILED
     digest = reply.info.digest
     if digest is None:
         _err(f"{args.reply}: unsupported hash algorithm {reply.info.hash_oid}")
         return EXIT_FAILED
     try:
-        imprint = client.hash_file(args.file, digest)
-    except client.ClientError as e:
+        imprint = hash_file(args.file, digest)
+    except TimestampingError as e:
         _err(str(e))
         return EXIT_INPUT
     try:
-        verified = client.verify_reply(
+        verified = verify_reply(
             reply_der, message_imprint=imprint, ca_pem=ca_pem, policy_oid=args.policy
         )
         openssl_said = None
         if args.openssl:
-            client.verify_with_openssl(reply_der, message_imprint=imprint, ca_pem=ca_pem)
+            verify_with_openssl(reply_der, message_imprint=imprint, ca_pem=ca_pem)
             openssl_said = "Verification: OK"
-    except client.VerificationFailed as e:
+    except VerificationFailed as e:
         _err(f"NOT VERIFIED: {e}")
         return EXIT_FAILED
-    except client.ClientError as e:
+    except TimestampingError as e:
         _err(str(e))
         return EXIT_INPUT
     info = verified.info

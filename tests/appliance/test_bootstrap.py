@@ -14,8 +14,9 @@ from appliance.config import ApplianceConfig
 from appliance.server import TSA
 from appliance.service import Appliance, Sources
 from appliance.timekeeper import Timekeeper
-from appliance.tsa.client import Digest, VerificationFailed, build_request, verify_reply
 from horodate.cli import main as horodate
+from timestamping import Digest, VerificationFailed, build_request
+from timestamping.verify import verify_reply
 
 
 def quiet_appliance(config: ApplianceConfig) -> Appliance:

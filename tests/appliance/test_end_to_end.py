@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient
 from appliance.bootstrap import build_app
 from appliance.config import ApplianceConfig
 from appliance.tsa import FailInfo
-from appliance.tsa.client import Digest, build_request, parse_reply
 from horodate.cli import main as horodate
+from timestamping import Digest, build_request, parse_reply
 
 pytestmark = pytest.mark.slow
 

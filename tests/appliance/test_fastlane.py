@@ -49,7 +49,7 @@ from appliance.fastlane import (
 )
 from appliance.server import CONFIG, ServerConfig, TsaService, create_app
 from appliance.timekeeper import Timekeeper
-from appliance.tsa.client import Digest, build_request, parse_reply
+from timestamping import Digest, build_request, parse_reply
 
 from .conftest import VirtualClock, feed_agreeing_sources
 

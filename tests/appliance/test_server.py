@@ -27,7 +27,6 @@ from appliance.keys import init_dev_pki, load_credentials
 from appliance.server import ServerConfig, TsaService, create_app, health_document
 from appliance.timekeeper import Timekeeper
 from appliance.tsa import FailInfo
-from appliance.tsa.client import Digest, build_request, parse_reply, verify_reply
 from appliance.tsa.journal import (
     COMMIT_BUCKETS_S,
     IssuanceLog,
@@ -37,6 +36,8 @@ from appliance.tsa.journal import (
 )
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
+from timestamping import Digest, build_request, parse_reply
+from timestamping.verify import verify_reply
 
 from .conftest import VirtualClock, feed_agreeing_sources
 

@@ -29,12 +29,13 @@ from appliance.clock import ClockState, Ensemble, Policy, Window
 from appliance.config import ApplianceConfig
 from appliance.metrics import TsaTally
 from appliance.tsa import FailInfo
-from appliance.tsa.client import Digest, TsaReply, build_request, parse_reply, verify_reply
 from appliance.tsa.errors import TimeNotAvailable
 from appliance.tsa.journal import COMMIT_BUCKETS_S, read_log
 from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher, WorkerPool, WorkerSpec
 from drivers.sample import SourceKind, TimeSample
 from horodate.cli import main as horodate
+from timestamping import Digest, TsaReply, build_request, parse_reply
+from timestamping.verify import verify_reply
 
 NS = 1_000_000_000
 MAX_ERROR_NS = NS
@@ -561,7 +562,7 @@ def test_tokens_from_every_process_pass_openssl_and_rfc3161_client(
     from cryptography import x509
     from rfc3161_client import TimestampRequestBuilder, VerifierBuilder, decode_timestamp_response
 
-    from appliance.tsa.client import verify_with_openssl
+    from timestamping.verify import verify_with_openssl
 
     base, _, data = appliance_with_workers
     ca_pem = (data / "keys" / "ca.pem").read_bytes()

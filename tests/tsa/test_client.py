@@ -12,21 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.tsa.client import (
-    MAX_REPLY_BYTES,
-    ClientError,
-    Digest,
-    ReplyRejected,
-    TimeStampQuery,
-    VerificationFailed,
-    build_request,
-    check_reply,
-    describe_failure,
-    parse_reply,
-    random_nonce,
-    verify_reply,
-    verify_with_openssl,
-)
 from appliance.tsa.errors import FailInfo, PKIStatus
 from tests.tsa._support_client import (
     FIRST_SERIAL,
@@ -38,6 +23,20 @@ from tests.tsa._support_client import (
     openssl_reply,
     write_openssl_config,
 )
+from timestamping import (
+    MAX_REPLY_BYTES,
+    Digest,
+    ReplyRejected,
+    TimestampingError,
+    TimeStampQuery,
+    VerificationFailed,
+    build_request,
+    check_reply,
+    describe_failure,
+    parse_reply,
+    random_nonce,
+)
+from timestamping.verify import verify_reply, verify_with_openssl
 
 DATA = b"attendance sheet, session 2026-11-28, room B12\n"
 
@@ -90,11 +89,11 @@ def test_request_without_cert_req_nor_nonce(tmp_path: Path) -> None:
 
 
 def test_request_refuses_bad_input() -> None:
-    with pytest.raises(ClientError, match="32 bytes"):
+    with pytest.raises(TimestampingError, match="32 bytes"):
         build_request(bytes(20), nonce=1)
-    with pytest.raises(ClientError, match="not an object identifier"):
+    with pytest.raises(TimestampingError, match="not an object identifier"):
         build_request(bytes(32), nonce=1, policy_oid="policy-one")
-    with pytest.raises(ClientError, match="unsupported hash"):
+    with pytest.raises(TimestampingError, match="unsupported hash"):
         Digest.from_name("sha1")
 
 
@@ -198,7 +197,7 @@ def test_tsa_certificate_alone_is_not_a_trust_anchor(pki_config: tuple[Pki, Path
     pki, config = pki_config
     query = _query()
     reply_der = openssl_reply(config, query.der)
-    with pytest.raises(ClientError, match="no self-signed root"):
+    with pytest.raises(TimestampingError, match="no self-signed root"):
         verify_reply(
             reply_der, message_imprint=query.message_imprint, ca_pem=pki.tsa_pem.read_bytes()
         )
@@ -268,20 +267,20 @@ def test_bad_ca_file_is_a_clear_error(pki_config: tuple[Pki, Path]) -> None:
     _, config = pki_config
     query = _query()
     reply_der = openssl_reply(config, query.der)
-    with pytest.raises(ClientError, match="no readable PEM"):
+    with pytest.raises(TimestampingError, match="no readable PEM"):
         verify_reply(reply_der, message_imprint=query.message_imprint, ca_pem=b"not a pem")
 
 
 def test_oversized_reply_refused_by_parser() -> None:
-    with pytest.raises(ClientError, match="larger than"):
+    with pytest.raises(TimestampingError, match="larger than"):
         parse_reply(b"\x30" * (MAX_REPLY_BYTES + 1))
 
 
 def _parse_or_client_error(data: bytes) -> None:
-    """Either a ClientError, or a reply that is consistent with itself."""
+    """Either a TimestampingError, or a reply that is consistent with itself."""
     try:
         reply = parse_reply(data)
-    except ClientError:
+    except TimestampingError:
         return
     assert reply.der == data
     assert (reply.info is None) == (reply.token_der is None)
@@ -300,7 +299,7 @@ def test_parser_fuzz_raises_only_client_error(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_parser_fuzz_mutated_real_reply(data: st.DataObject) -> None:
-    # A real reply with a few bytes changed: parse must either succeed or say ClientError.
+    # A real reply with a few bytes changed: parse must either succeed or say TimestampingError.
     reply = _REAL_REPLY[0]
     positions = data.draw(st.lists(st.integers(0, len(reply) - 1), min_size=1, max_size=4))
     mutated = bytearray(reply)
@@ -322,7 +321,7 @@ def test_openssl_missing_is_a_clear_error(pki_config: tuple[Pki, Path]) -> None:
     query = _query()
     reply_der = openssl_reply(config, query.der)
     assert shutil.which("no-such-openssl-binary") is None
-    with pytest.raises(ClientError, match="not found"):
+    with pytest.raises(TimestampingError, match="not found"):
         verify_with_openssl(
             reply_der,
             message_imprint=query.message_imprint,

@@ -491,7 +491,7 @@ class CountingTime:
 def test_requests_answered_together_are_each_answered_as_alone(
     p256: TsaCredentials, dev_pki: Callable[[str], Any]
 ) -> None:
-    from appliance.tsa.client import verify_reply
+    from timestamping.verify import verify_reply
 
     tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset({"1.2.3.4"}))
     digests = [hashlib.sha256(b"a").digest(), hashlib.sha512(b"b").digest()]
@@ -659,7 +659,8 @@ def test_with_credentials_signs_with_the_new_key_and_keeps_the_floor_and_counter
     credentials: Callable[[str], TsaCredentials],
     dev_pki: Callable[[str], Any],
 ) -> None:
-    from appliance.tsa.client import VerificationFailed, verify_reply
+    from timestamping import VerificationFailed
+    from timestamping.verify import verify_reply
 
     now = time.time_ns()  # the development certificates are valid from today
     old = TimeStampAuthority(p256, policy_oid=POLICY_OID, accepted_policies=frozenset({"1.2.3.4"}))

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from appliance.keys import TsaCredentials
 from appliance.server import issued_record
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
-from appliance.tsa.client import Digest, build_request
 from appliance.tsa.issued import check, log_paths, merged
 from appliance.tsa.journal import MAGIC, IssuanceLog, Issued, decode_payload, encode_record
 from appliance.tsa.serials import SerialAllocator, split_serial
 from horodate.cli import main as horodate
 from tests.tsa.conftest import POLICY_OID
+from timestamping import Digest, build_request
 
 T0 = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z, in ns
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from appliance.tsa.client import parse_reply
 from horodate.cli import main
 from tests.tsa._support_client import (
     OTHER_POLICY,
@@ -26,6 +25,7 @@ from tests.tsa._support_client import (
     Pki,
     openssl_tsa,
 )
+from timestamping import parse_reply
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,144 @@
+"""RFC 3161 over HTTP (§3.4) with aiohttp: persistent connections to one or more TSAs.
+
+The vault seals every entry with a token from the appliance, on the append's path: the
+client keeps its connections open (one ``aiohttp.ClientSession``, a bounded pool), gives
+every attempt a deadline, retries an unreachable TSA with exponential back-off, and moves
+on to the next configured TSA when one is down. A TSA that *answers* a refusal
+(``timeNotAvailable``…) is not retried here: the caller decides (the vault keeps the entry
+pending and its sealer tries again later).
+
+Every token is checked before it is handed back: it answers this request (imprint, nonce,
+the certificate asked for: RFC 3161 §2.4.2) and it verifies against the configured roots
+(signature, chain at genTime, the critical timeStamping EKU) — a token that does not is
+never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+
+from timestamping.errors import TimestampingError, TsaUnreachable
+from timestamping.http_client import QUERY_CONTENT_TYPE, REPLY_CONTENT_TYPE
+from timestamping.reply import MAX_REPLY_BYTES, TokenInfo, check_reply, parse_reply
+from timestamping.request import Digest, build_request, random_nonce
+from timestamping.verify import verify_reply
+
+_BACKOFF_CAP_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """A verified token for one imprint: the ``TimeStampResp`` DER, its TSTInfo, who sealed."""
+
+    reply_der: bytes
+    info: TokenInfo
+    tsa_url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientPolicy:
+    """Deadlines and retries of :class:`AsyncTsaClient` (seconds, counts)."""
+
+    attempt_timeout_s: float = 5.0  # one HTTP exchange
+    attempts_per_tsa: int = 3  # an unreachable TSA is retried this many times in all
+    backoff_first_s: float = 0.05  # then doubled, with jitter, capped at 2 s
+    connections: int = 64  # the pool's size, all TSAs together
+
+
+class AsyncTsaClient:
+    """Ask one of ``urls`` for a token over ``imprint`` (SHA-256), verified against ``ca_pem``.
+
+    Use as ``async with AsyncTsaClient(urls, ca_pem) as tsa: seal = await tsa.seal(h)``.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        ca_pem: bytes,
+        *,
+        policy: ClientPolicy | None = None,
+    ) -> None:
+        if not urls:
+            raise TimestampingError("no TSA configured")
+        self.urls = tuple(urls)
+        self.ca_pem = ca_pem
+        self.policy = policy or ClientPolicy()
+        self._session: aiohttp.ClientSession | None = None
+        self._preferred = 0  # the TSA that answered last: tried first next time
+
+    async def __aenter__(self) -> AsyncTsaClient:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.policy.connections, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=self.policy.attempt_timeout_s),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def seal(self, imprint: bytes) -> Seal:
+        """A verified token over ``imprint``.
+
+        Raises :class:`TsaUnreachable` when no TSA answered, :class:`ReplyRejected` when
+        one refused (its PKIStatus and failInfo in the exception), or
+        :class:`VerificationFailed` when a token came back that does not verify.
+        """
+        query = build_request(imprint, digest=Digest.SHA256, nonce=random_nonce(), cert_req=True)
+        order = self.urls[self._preferred :] + self.urls[: self._preferred]
+        failures: list[str] = []
+        for url in order:
+            try:
+                der = await self._post(url, query.der)
+            except TsaUnreachable as e:
+                failures.append(str(e))
+                continue
+            reply = parse_reply(der)
+            info = check_reply(query, reply)  # ReplyRejected when refused
+            verify_reply(der, message_imprint=imprint, ca_pem=self.ca_pem, nonce=query.nonce)
+            self._preferred = self.urls.index(url)
+            return Seal(reply_der=der, info=info, tsa_url=url)
+        raise TsaUnreachable("; ".join(failures))
+
+    async def _post(self, url: str, query_der: bytes) -> bytes:
+        """One TSA, with retries and back-off; the reply's DER."""
+        if self._session is None:
+            raise TimestampingError("AsyncTsaClient used outside 'async with'")
+        delay = self.policy.backoff_first_s
+        last = ""
+        for attempt in range(self.policy.attempts_per_tsa):
+            if attempt:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+            try:
+                async with self._session.post(
+                    url,
+                    data=query_der,
+                    headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE},
+                ) as resp:
+                    if resp.status != 200:
+                        last = f"{url} answered HTTP {resp.status} {resp.reason}"
+                        continue
+                    if resp.content_type != REPLY_CONTENT_TYPE:
+                        last = f"{url} did not answer with a time-stamp reply ({resp.content_type})"
+                        continue
+                    body = await resp.content.read(MAX_REPLY_BYTES + 1)
+                    if len(body) > MAX_REPLY_BYTES:
+                        last = f"the reply from {url} exceeds {MAX_REPLY_BYTES} bytes"
+                        continue
+                    return body
+            except TimeoutError:
+                last = f"the TSA at {url} did not answer within {self.policy.attempt_timeout_s} s"
+            except aiohttp.ClientError as e:
+                last = f"cannot reach the TSA at {url}: {e}"
+        raise TsaUnreachable(last)
