@@ -1,0 +1,229 @@
+"""C2SP signed-note (Ed25519) and tlog-checkpoint: the vault's signed tree heads.
+
+A note is UTF-8 text ending in a newline, a blank line, then signature lines
+``— <key name> <base64(4-byte key ID ‖ signature)>`` (U+2014 EM DASH, a space). For an
+Ed25519 key (type 0x01) the key ID is the first four bytes of
+``SHA-256(name ‖ "\\n" ‖ 0x01 ‖ public key)``; the verifier key is written
+``<name>+<hex key ID>+<base64(0x01 ‖ public key)>`` (c2sp.org/signed-note). A checkpoint's
+text is the origin line, the tree size in decimal, the base64 root hash, then optional
+extension lines (c2sp.org/tlog-checkpoint).
+
+Written here rather than taken from a library: no maintained Python package implements
+signed notes (the reference is Go's golang.org/x/mod/sumdb/note); the format is forty lines
+over ``cryptography``'s Ed25519.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from daemon.errors import VaultError
+
+ED25519: Final = 0x01
+DASH: Final = "\u2014 "
+MAX_NOTE_BYTES: Final = 1024 * 1024
+MAX_SIGNATURES: Final = 100
+_NAME = re.compile(r"[^\s+]+")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
+
+
+class NoteError(VaultError):
+    """A malformed note, key or checkpoint, or one no known key signed."""
+
+
+def key_id(name: str, public: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519]) + public).digest()[:4]
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise NoteError(f"key name {name!r}: non-empty, no space, no '+'")
+    return name
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise NoteError(f"{what} is not base64") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    name: str
+    key_id: bytes
+    public: bytes  # 32 bytes, Ed25519
+
+    @classmethod
+    def from_key_string(cls, text: str) -> Verifier:
+        parts = text.strip().split("+", 2)  # base64 has '+' too
+        if len(parts) != 3:
+            raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
+        name, hex_id, b64 = parts
+        _check_name(name)
+        raw = _b64(b64, "the verifier key")
+        if len(raw) != 33 or raw[0] != ED25519:
+            raise NoteError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
+        public = raw[1:]
+        if not re.fullmatch(r"[0-9a-f]{8}", hex_id) or bytes.fromhex(hex_id) != key_id(
+            name, public
+        ):
+            raise NoteError("the verifier key's ID does not match its name and key")
+        return cls(name=name, key_id=key_id(name, public), public=public)
+
+    def key_string(self) -> str:
+        b64 = base64.b64encode(bytes([ED25519]) + self.public).decode()
+        return f"{self.name}+{self.key_id.hex()}+{b64}"
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    name: str
+    seed: bytes  # the 32-byte Ed25519 private key
+
+    @classmethod
+    def generate(cls, name: str) -> Signer:
+        key = Ed25519PrivateKey.generate()
+        seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return cls(name=_check_name(name), seed=seed)
+
+    @classmethod
+    def from_key_string(cls, text: str) -> Signer:
+        parts = text.strip().split("+", 4)
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
+        name, hex_id, b64 = parts[2:]
+        raw = _b64(b64, "the signer key")
+        if len(raw) != 33 or raw[0] != ED25519:
+            raise NoteError("only Ed25519 signer keys are supported")
+        signer = cls(name=_check_name(name), seed=raw[1:])
+        if hex_id != signer.verifier().key_id.hex():
+            raise NoteError("the signer key's ID does not match its key")
+        return signer
+
+    def key_string(self) -> str:
+        b64 = base64.b64encode(bytes([ED25519]) + self.seed).decode()
+        return f"PRIVATE+KEY+{self.name}+{self.verifier().key_id.hex()}+{b64}"
+
+    def verifier(self) -> Verifier:
+        public = (
+            Ed25519PrivateKey.from_private_bytes(self.seed)
+            .public_key()
+            .public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        return Verifier(name=self.name, key_id=key_id(self.name, public), public=public)
+
+    def sign(self, message: bytes) -> bytes:
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+
+
+def sign_note(text: str, signers: Iterable[Signer]) -> str:
+    if not text.endswith("\n"):
+        raise NoteError("a note's text ends with a newline")
+    lines = []
+    for s in signers:
+        sig = s.verifier().key_id + s.sign(text.encode())
+        lines.append(f"{DASH}{s.name} {base64.b64encode(sig).decode()}\n")
+    return text + "\n" + "".join(lines)
+
+
+def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]:
+    """The note's text and the names of the known keys whose signature verifies.
+
+    Signatures by unknown keys are ignored (c2sp.org/signed-note); a signature whose key ID
+    is known but which does not verify is an error, as is a note no known key signed."""
+    if len(note.encode()) > MAX_NOTE_BYTES:
+        raise NoteError(f"a note is at most {MAX_NOTE_BYTES} bytes")
+    split = note.rfind("\n\n")
+    if split < 0 or not note.endswith("\n"):
+        raise NoteError("a note is text, a blank line, and signature lines")
+    text, block = note[: split + 1], note[split + 2 :]
+    lines = block.split("\n")[:-1]
+    if not lines or len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"a note has 1 to {MAX_SIGNATURES} signature lines")
+    known = {(v.name, v.key_id): v for v in verifiers}
+    good: list[str] = []
+    for line in lines:
+        if not line.startswith(DASH):
+            raise NoteError(f"malformed signature line {line[:80]!r}")
+        name, _, b64 = line[len(DASH) :].partition(" ")
+        raw = _b64(b64, "a signature")
+        if len(raw) < 5 or not _NAME.fullmatch(name):
+            raise NoteError(f"malformed signature line {line[:80]!r}")
+        v = known.get((name, raw[:4]))
+        if v is None:
+            continue
+        if not v.verify(text.encode(), raw[4:]):
+            raise NoteError(f"the signature of {name} does not verify")
+        good.append(name)
+    if not good:
+        raise NoteError("no known key signed this note")
+    return text, good
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        lines = [
+            self.origin,
+            str(self.size),
+            base64.b64encode(self.root).decode(),
+            *self.extensions,
+        ]
+        return "".join(line + "\n" for line in lines)
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        if not text.endswith("\n"):
+            raise NoteError("a checkpoint ends with a newline")
+        lines = text[:-1].split("\n")
+        if len(lines) < 3 or not lines[0]:
+            raise NoteError("a checkpoint has an origin, a size and a root hash")
+        if not _SIZE.fullmatch(lines[1]):
+            raise NoteError(f"checkpoint size {lines[1]!r} is not a decimal number")
+        root = _b64(lines[2], "the checkpoint's root hash")
+        if len(root) != 32:
+            raise NoteError("the checkpoint's root hash is not 32 bytes")
+        if any(not line for line in lines[3:]):
+            raise NoteError("a checkpoint's extension lines are not empty")
+        return cls(origin=lines[0], size=int(lines[1]), root=root, extensions=tuple(lines[3:]))
+
+
+def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
+    return sign_note(checkpoint.text(), [signer])
+
+
+def verify_checkpoint(note: str, verifier: Verifier) -> Checkpoint:
+    """The checkpoint, once ``verifier`` signed it and its origin is the key's name."""
+    text, _ = open_note(note, [verifier])
+    checkpoint = Checkpoint.parse(text)
+    if checkpoint.origin != verifier.name:
+        raise NoteError(f"the checkpoint's origin {checkpoint.origin!r} is not {verifier.name!r}")
+    return checkpoint

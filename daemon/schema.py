@@ -1,0 +1,140 @@
+"""The vault's database schema, versioned, and the migrations that reach the latest version.
+
+Portable SQL (SQLite today, PostgreSQL behind the same store later): integer and text
+columns, BLOBs for hashes and DER, no engine-specific types in the tables. Times are
+RFC 3339 UTC text (``2026-11-30T08:03:12.123456Z``), sortable as text.
+
+Evidence tables are append-only: a trigger refuses every UPDATE and DELETE on them, so that
+a bug or a hurried operator cannot change what was stored. ``vault verify`` does not rely on
+the triggers: it recomputes everything from the bytes (an attacker can drop a trigger).
+
+- ``entries``: one row per leaf, dense ``idx`` from 0; ``leaf`` the exact RFC 8785 bytes.
+- ``seals``: the RFC 3161 token of a leaf, written once when it comes (at the append, or
+  later by the sealer); an entry without a row here is pending.
+- ``nodes``: the hashes of the tree's complete subtrees (level, index), written once.
+- ``checkpoints``: every signed tree head, with its own token over the note's bytes.
+- ``journal``: the access journal, hash-chained (``daemon.journal``).
+- ``disclosures``: the personal data and the salts that open a leaf's commitments, and the
+  keyed lookup of a student; the one table retention may delete from (never update).
+- ``sessions``: the state of each session after each entry that changed it (derived from
+  the leaves, kept so that the vault need not replay the log at start).
+- ``idempotency``: which key made which entries, and the body's hash.
+- ``api_tokens``: bearer tokens, hashed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+APPEND_ONLY_TABLES: Final = (
+    "entries",
+    "seals",
+    "nodes",
+    "checkpoints",
+    "journal",
+    "sessions",
+    "idempotency",
+)
+
+_V1: Final = """
+CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE entries (
+    idx INTEGER PRIMARY KEY,
+    establishment TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    corrects INTEGER,
+    leaf BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE INDEX entries_by_session ON entries (establishment, session_id, idx);
+CREATE INDEX entries_by_corrects ON entries (corrects) WHERE corrects IS NOT NULL;
+CREATE TABLE seals (
+    idx INTEGER PRIMARY KEY REFERENCES entries (idx),
+    token BLOB NOT NULL,
+    gen_time TEXT NOT NULL,
+    sealed_at TEXT NOT NULL
+);
+CREATE TABLE nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL,
+    token BLOB,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY,
+    record TEXT NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE disclosures (
+    idx INTEGER PRIMARY KEY REFERENCES entries (idx),
+    establishment TEXT NOT NULL,
+    lookup BLOB,
+    body TEXT NOT NULL
+);
+CREATE INDEX disclosures_by_lookup ON disclosures (establishment, lookup, idx)
+    WHERE lookup IS NOT NULL;
+CREATE TABLE sessions (
+    idx INTEGER PRIMARY KEY REFERENCES entries (idx),
+    establishment TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    start_at TEXT NOT NULL,
+    end_at TEXT NOT NULL,
+    cancelled INTEGER NOT NULL
+);
+CREATE INDEX sessions_latest ON sessions (establishment, session_id, idx);
+CREATE TABLE idempotency (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash BLOB NOT NULL,
+    first_idx INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE api_tokens (
+    token_hash BLOB PRIMARY KEY,
+    role TEXT NOT NULL,
+    establishment TEXT,
+    label TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def append_only_triggers(table: str) -> str:
+    """Triggers refusing UPDATE and DELETE on ``table`` (SQLite syntax; PostgreSQL's are in
+    its backend, and there the vault's role has no UPDATE/DELETE grant either)."""
+    return "\n".join(
+        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END;"
+        for op in ("UPDATE", "DELETE")
+    )
+
+
+def _v1() -> str:
+    triggers = "\n".join(append_only_triggers(t) for t in APPEND_ONLY_TABLES)
+    no_update = (
+        "CREATE TRIGGER disclosures_no_update BEFORE UPDATE ON disclosures "
+        "BEGIN SELECT RAISE(ABORT, 'disclosures are never updated, only destroyed'); END;"
+    )
+    return _V1 + triggers + "\n" + no_update
+
+
+# MIGRATIONS[n] takes a database at version n to version n + 1 (n = 0: an empty file).
+MIGRATIONS: Final = (_v1(),)
