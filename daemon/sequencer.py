@@ -279,12 +279,13 @@ class Sequencer:
         """The job storing tokens the sealer got for pending entries (each once)."""
 
         def job(w: Writer) -> int:
-            stored = 0
+            stored = [row.idx for row in rows if w.seal(row.idx) is None]
             for row in rows:
-                if w.seal(row.idx) is None:
+                if row.idx in stored:
                     w.add_seal(row)
-                    stored += 1
-            return stored
+            if stored:  # journaled, so that a deleted seal is a broken promise verify sees
+                self._journal(w, _vault_record(rows[0].sealed_at, "seal", _targets(stored)))
+            return len(stored)
 
         return job
 
@@ -294,6 +295,7 @@ class Sequencer:
             if latest is not None and latest.size >= row.size:
                 return False
             w.add_checkpoint(row)
+            self._journal(w, _vault_record(row.created_at, "checkpoint", f"checkpoints/{row.size}"))
             return True
 
         return job
@@ -329,3 +331,15 @@ class Sequencer:
             gen_time=None if seal is None else seal.gen_time,
             token=None if seal is None else seal.token,
         )
+
+
+def _vault_record(at: str, action: str, target: str) -> JournalRecord:
+    """A journal record of the vault's own doing (sealing the backlog, a checkpoint)."""
+    return JournalRecord(
+        at=at, actor="vault", role="vault", establishment=None, action=action,
+        target=target, outcome="ok", status=0,
+    )  # fmt: skip
+
+
+def _targets(indices: Sequence[int]) -> str:
+    return "entries " + ",".join(str(i) for i in indices)

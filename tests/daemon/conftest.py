@@ -50,12 +50,19 @@ EXAMPLE = {
 }
 
 
+# One start for the whole run (a session's times are its identity at a version); the
+# session lasts 3 hours from an hour before the run began.
+SESSION_START = (
+    dt.datetime.now(dt.timezone(dt.timedelta(hours=1))) - dt.timedelta(hours=1)
+).replace(microsecond=0)
+
+
 def entry_now(
     kind: str = "student_signed", *, session: str = "S-1", minutes_ago: float = 5, **extra: Any
 ) -> dict[str, Any]:
     """An entry for a session running now (so that it is inside its signing window)."""
     now = dt.datetime.now(dt.timezone(dt.timedelta(hours=1)))
-    start = now - dt.timedelta(hours=1)
+    start = SESSION_START
     e: dict[str, Any] = {
         "establishment": "CFA-LYON-02",
         "kind": kind,
