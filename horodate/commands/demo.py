@@ -2,23 +2,28 @@
 
 A simulated GPS (NMEA into a pseudo-terminal), NTP server (loopback UDP) and DS3231 (an I2C
 register model) are read by the real drivers; the appliance cross-checks them and serves
-RFC 3161 tokens over HTTP; sample attendance sign-offs are stamped and each token is checked
-by ``openssl ts -verify``. Faults are injected on a schedule to show the appliance refusing
-rather than lying, and recovering.
+RFC 3161 tokens over HTTP; the vault seals a simulated school's morning of attendance with
+them (:mod:`horodate.school`), each token checked by ``openssl ts -verify``. Faults are
+injected on a schedule to show the appliance refusing rather than lying — the vault keeps
+accepting, unsealed, and seals the backlog when tokens come back — and at the end
+``horodate vault verify`` checks everything the vault holds.
+
+``--data-dir D`` keeps it all: the appliance's data in ``D/appliance``, the vault's in
+``D/vault``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +72,6 @@ SCRIPT = (
     Act(42, {}, "faults cleared"),
 )
 
-RECORDS = (
-    ("0750001A", "2026-11-28 09:00 Maths 3B", "T-017", "123456789AB", "present, signed"),
-    ("0750001A", "2026-11-28 09:00 Maths 3B", "T-017", "223456789BC", "late 09:12, signed"),
-    ("0750001A", "2026-11-28 10:00 Physique 1S", "T-042", "323456789CD", "absent"),
-    ("0690042K", "2026-11-28 14:00 Anglais BTS", "T-003", "423456789DE", "present, signed"),
-)
-
 
 class Narrator:
     def __init__(self, stream: Any = sys.stdout) -> None:
@@ -105,7 +103,8 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"horodate demo: {e}", file=sys.stderr)
         return 2
     temporary = args.data_dir is None
-    data_dir = Path(tempfile.mkdtemp(prefix="horodate-demo-")) if temporary else args.data_dir
+    root = Path(tempfile.mkdtemp(prefix="horodate-demo-")) if temporary else args.data_dir
+    data_dir = root / "appliance"
     config = ApplianceConfig(simulate=True, data_dir=data_dir, listen_host=host, listen_port=port)
 
     out.say("starting simulated hardware: GPS → pty, NTP → loopback UDP, DS3231 → I2C model")
@@ -117,31 +116,39 @@ async def _demo(args: argparse.Namespace) -> int:
         return 1
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     stats = {"granted": 0, "refused": 0}
+    verified = 1
     try:
         async with listening(app, public) as where, ClientSession() as http:
             url = f"http://{where.host}:{where.port}"
             out.say(f"appliance listening on {url}  (try: horodate status --url {url})")
-            await _story(out, http, url, data_dir, deadline, args.no_faults, stats)
+            async with demo_vault(
+                root / "vault", f"{url}/tsa", data_dir / "keys" / "ca.pem"
+            ) as vault:
+                out.say(f"vault listening on {vault.url}/v1/ (data in {root / 'vault'})")
+                await _story(out, http, url, vault, deadline, args.no_faults, stats)
+        verified = _verify_vault(out, root / "vault")
     finally:
         public.close()
         out.say(
-            f"stopped: {stats['granted']} tokens granted, {stats['refused']} refused"
-            + ("" if temporary else f"; keys and issuance log kept in {data_dir}")
+            f"stopped: {stats['granted']} entries sealed, {stats['refused']} refused or pending"
+            + ("" if temporary else f"; everything kept in {root}")
         )
         if temporary:
-            shutil.rmtree(data_dir, ignore_errors=True)
-    return 0
+            shutil.rmtree(root, ignore_errors=True)
+    return verified
 
 
 async def _story(
     out: Narrator,
     http: Any,
     url: str,
-    data_dir: Path,
+    vault: DemoVault,
     deadline: float | None,
     no_faults: bool,
     stats: dict[str, int],
 ) -> None:
+    from horodate.school import School
+
     def time_left() -> bool:
         return deadline is None or time.monotonic() < deadline
 
@@ -149,33 +156,114 @@ async def _story(
     last_print = time.monotonic() - 10  # the first table 5 s in, once sources are heard
     issuing_since: float | None = None
     acts = [] if no_faults else list(SCRIPT)
-    record_index = 0
-    next_stamp = 0.0
-    while time_left():
-        doc = await _health(http, url)
-        now = time.monotonic()
-        # A line when the verdict, the state or a source's status changes; every 15 s the
-        # whole table a technician would see (`horodate status`).
-        key = (doc.get("issuing"), doc.get("state"), *(s["status"] for s in doc["sources"]))
-        if key != last_key:
-            out.say(_summary(doc))
-            last_key = key
-        if now - last_print >= 15:
-            out.say("horodate status:\n" + textwrap.indent(render(doc), "    "))
-            last_print = now
-        if doc.get("issuing") and issuing_since is None:
-            issuing_since = now
-            out.say("the clock can prove the time: tokens are issued from now on")
-        if issuing_since is not None:
-            if acts and now - issuing_since >= acts[0].after_s:
-                act = acts.pop(0)
-                await http.post(f"{url}/sim/faults", json=act.faults)
-                out.say(f"FAULT: {act.says}  (POST /sim/faults {json.dumps(act.faults)})")
-            if now >= next_stamp:
-                await _stamp(out, http, url, data_dir, RECORDS[record_index % len(RECORDS)], stats)
-                record_index += 1
-                next_stamp = now + 5.0
-        await asyncio.sleep(1.0 if time_left() else 0)
+    school: School | None = None
+    phase = "before"
+    try:
+        while time_left():
+            doc = await _health(http, url)
+            now = time.monotonic()
+            # A line when the verdict, the state or a source's status changes; every 15 s the
+            # whole table a technician would see (`horodate status`).
+            key = (doc.get("issuing"), doc.get("state"), *(s["status"] for s in doc["sources"]))
+            if key != last_key:
+                out.say(_summary(doc))
+                last_key = key
+            if now - last_print >= 15:
+                out.say("horodate status:\n" + textwrap.indent(render(doc), "    "))
+                last_print = now
+            if doc.get("issuing") and issuing_since is None:
+                issuing_since = now
+                out.say("the clock can prove the time: tokens are issued from now on")
+            if issuing_since is not None:
+                if school is None:
+                    school = School(http, vault.url, vault.token, out.say, vault.ca)
+                    await school.morning()
+                    phase = "morning"
+                if acts and now - issuing_since >= acts[0].after_s:
+                    act = acts.pop(0)
+                    await http.post(f"{url}/sim/faults", json=act.faults)
+                    out.say(f"FAULT: {act.says}  (POST /sim/faults {json.dumps(act.faults)})")
+                if phase == "morning" and not doc.get("issuing"):
+                    out.say("school: the appliance refuses tokens; the vault still accepts entries")
+                    await school.during_outage()
+                    phase = "outage"
+                elif phase == "outage" and doc.get("issuing"):
+                    pending = await school.pending()
+                    if not pending:
+                        out.say("the TSA answers again: the vault sealed its backlog, oldest first")
+                        phase = "sealed"
+            await asyncio.sleep(1.0 if time_left() else 0)
+    finally:
+        if school is not None:
+            pending = await school.pending()
+            stats["granted"] = len(school.receipts) - len(pending)
+            stats["refused"] = len(school.refused) + len(pending)
+            if pending:
+                out.say(
+                    f"still waiting for their seal: entries {pending} (the vault seals them later)"
+                )
+
+
+@dataclass(frozen=True)
+class DemoVault:
+    url: str
+    token: str
+    ca: Path
+
+
+@contextlib.asynccontextmanager
+async def demo_vault(data_dir: Path, tsa_url: str, ca: Path) -> AsyncIterator[DemoVault]:
+    """The vault on a free loopback port, sealing with the demo's appliance, and a token
+    for the school's establishment (as `horodate vault keys create` makes one)."""
+    from aiohttp import web
+
+    from daemon.clock import utc_now, utc_text
+    from daemon.http.app import create_app
+    from daemon.keys import new_token, token_hash
+    from daemon.store import TokenRow
+    from daemon.vault import Vault, VaultConfig
+    from horodate.school import ESTABLISHMENT
+    from timestamping.aio_client import AsyncTsaClient
+
+    config = VaultConfig(
+        data_dir=data_dir, tsa_urls=(tsa_url,), tsa_ca=ca, checkpoint_interval_s=2.0
+    )
+    async with AsyncTsaClient(config.tsa_urls, ca.read_bytes()) as tsa:
+        vault = Vault(config, tsa=tsa)
+        token = new_token()
+        with vault.store.transaction() as w:
+            w.add_api_token(
+                TokenRow(
+                    token_hash(token),
+                    "establishment",
+                    ESTABLISHMENT,
+                    "demo school",
+                    utc_text(utc_now()),
+                )
+            )
+        runner = web.AppRunner(create_app(vault), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            yield DemoVault(url=f"http://127.0.0.1:{port}", token=token, ca=ca)
+        finally:
+            await runner.cleanup()
+
+
+def _verify_vault(out: Narrator, data_dir: Path) -> int:
+    """`horodate vault verify --data-dir D/vault`, as an operator would run it."""
+    from horodate.commands.vault_verify import run as verify
+
+    out.say(f"horodate vault verify --data-dir {data_dir}")
+    code = verify(argparse.Namespace(data_dir=data_dir, tsa_ca=None, json=False))
+    out.say(
+        "vault verify: PASSED — every leaf, node, checkpoint, token and journal record checks"
+        if code == 0
+        else "vault verify: FAILED"
+    )
+    return code
 
 
 async def _health(http: Any, url: str) -> dict[str, Any]:
@@ -197,59 +285,6 @@ def _summary(doc: dict[str, Any]) -> str:
         parts.append(f"({doc['reason']})")
     sources = ", ".join(f"{s['name']} {s['status']}" for s in doc.get("sources", []))
     return " ".join(parts) + f" | {sources}"
-
-
-async def _stamp(
-    out: Narrator,
-    http: Any,
-    url: str,
-    data_dir: Path,
-    record: tuple[str, ...],
-    stats: dict[str, int],
-) -> None:
-    from timestamping import Digest, build_request, describe_failure, parse_reply
-
-    establishment, session, teacher, ine, what = record
-    text = (
-        f"establishment={establishment}; session={session}; teacher={teacher}; "
-        f"student INE={ine}; {what}\n"
-    ).encode()
-    query = build_request(hashlib.sha256(text).digest(), digest=Digest.SHA256, nonce=None)
-    async with http.post(
-        f"{url}/tsa", data=query.der, headers={"Content-Type": "application/timestamp-query"}
-    ) as resp:
-        der = await resp.read()
-    reply = parse_reply(der)
-    label = f"{session} / {ine} ({what})"
-    if not reply.granted or reply.info is None:
-        stats["refused"] += 1
-        out.say(f"  refused: {label}: {describe_failure(reply)}")
-        return
-    stats["granted"] += 1
-    info = reply.info
-    verdict = await asyncio.to_thread(_openssl_verify, data_dir, text, der)
-    out.say(
-        f"  token #{stats['granted']}: {label}\n"
-        f"           genTime {info.gen_time_text} accuracy {info.accuracy} "
-        f"serial {info.serial:#x}; openssl ts -verify: {verdict}"
-    )
-
-
-def _openssl_verify(data_dir: Path, data: bytes, der: bytes) -> str:
-    ca = data_dir / "keys" / "ca.pem"
-    if shutil.which("openssl") is None:
-        return "openssl not installed"
-    with tempfile.TemporaryDirectory() as tmp:
-        d, r = Path(tmp) / "record.txt", Path(tmp) / "reply.tsr"
-        d.write_bytes(data)
-        r.write_bytes(der)
-        done = subprocess.run(
-            ["openssl", "ts", "-verify", "-data", d, "-in", r, "-CAfile", ca],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    return "OK" if "Verification: OK" in done.stdout else f"FAILED {done.stderr.strip()[-120:]}"
 
 
 __all__: list[str] = ["register", "run"]

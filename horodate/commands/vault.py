@@ -1,0 +1,255 @@
+"""``horodate vault``: the attendance vault, and its operator tools (keys, verify, usage)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("horodate.vault")
+
+DEFAULT_DATA_DIR = Path("/var/lib/horodate/vault")
+DEFAULT_LISTEN = "127.0.0.1:3190"
+DEFAULT_TSA = "http://127.0.0.1:3180/tsa"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "vault",
+        help="run the attendance vault (and its tools: keys, verify, usage)",
+        description="Keep attendance records append-only, each sealed by an RFC 3161 token "
+        "from the appliance, in an RFC 9162 Merkle log with signed checkpoints; serve the "
+        "vault's HTTP API (/v1/…).",
+    )
+    _common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help=f"default {DEFAULT_LISTEN}")
+    p.add_argument(
+        "--tsa",
+        action="append",
+        metavar="URL",
+        help=f"the appliance's RFC 3161 endpoint (default {DEFAULT_TSA}); several allowed",
+    )
+    p.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots tokens must chain to")
+    p.add_argument("--name", help="the vault's name, its checkpoints' origin (kept for life)")
+    p.set_defaults(func=run)
+    tools = p.add_subparsers(dest="vault_command", metavar="TOOL")
+
+    keys = tools.add_parser("keys", help="bearer tokens for the vault's callers")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_sub.add_parser(
+        "create", help="create a bearer token (printed once, alone on the last line)"
+    )
+    _common(create)
+    create.add_argument("--role", required=True, choices=["establishment", "auditor", "admin"])
+    create.add_argument("--establishment", metavar="CODE", help="for establishment and auditor")
+    create.add_argument("--label", help="who holds it (journaled with each of its calls)")
+    create.set_defaults(func=run_keys_create)
+
+    verify = tools.add_parser(
+        "verify", help="recompute every hash, the tree, checkpoints, tokens and the journal"
+    )
+    _common(verify)
+    verify.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots of the tokens")
+    verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify.set_defaults(func=run_verify)
+
+    usage = tools.add_parser("usage", help="usage per establishment per month, for billing")
+    _common(usage)
+    usage.add_argument("--month", metavar="YYYY-MM", help="one month (default: every month)")
+    usage.add_argument("--json", action="store_true", help="one JSON object per line")
+    usage.set_defaults(func=run_usage)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration (systemd/vault.toml.example)")
+    p.add_argument("--data-dir", type=Path, help=f"the vault's data (default {DEFAULT_DATA_DIR})")
+
+
+def _load_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    vault = data.get("vault", {})
+    if not isinstance(vault, dict):
+        raise ValueError(f"{path}: [vault] must be a table")
+    return vault
+
+
+def _data_dir(args: argparse.Namespace, conf: dict[str, Any]) -> Path:
+    return Path(args.data_dir or conf.get("data_dir") or DEFAULT_DATA_DIR)
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    from daemon.vault import VaultConfig
+
+    conf = _load_toml(args.config)
+    windows = {
+        code: dt.timedelta(minutes=float(minutes))
+        for code, minutes in conf.get("signing_window_minutes", {}).items()
+    }
+    kwargs: dict[str, Any] = {
+        "data_dir": _data_dir(args, conf),
+        "tsa_urls": tuple(args.tsa or conf.get("tsa", [DEFAULT_TSA])),
+        "tsa_ca": args.tsa_ca or (Path(conf["tsa_ca"]) if "tsa_ca" in conf else None),
+        "windows": windows,
+    }
+    if args.name or "name" in conf:
+        kwargs["name"] = args.name or conf["name"]
+    if "default_signing_window_minutes" in conf:
+        kwargs["signing_window"] = dt.timedelta(
+            minutes=float(conf["default_signing_window_minutes"])
+        )
+    for key in ("checkpoint_interval_s", "inline_seal_timeout_s", "body_max_bytes"):
+        if key in conf:
+            kwargs[key] = conf[key]
+    return VaultConfig(**kwargs), (args.listen or conf.get("listen") or DEFAULT_LISTEN)
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon.errors import VaultError
+
+    if args.verbose == 0:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        config, listen = config_from(args)
+        if config.tsa_ca is None:
+            print(
+                "horodate vault: --tsa-ca PEM is required: the roots the appliance's tokens "
+                "chain to (with `horodate appliance --simulate`, DATA_DIR/keys/ca.pem)",
+                file=sys.stderr,
+            )
+            return 2
+        host, _, port = listen.rpartition(":")
+        return asyncio.run(serve(config, host or "127.0.0.1", int(port)))
+    except (VaultError, OSError, ValueError) as e:
+        print(f"horodate vault: {e}", file=sys.stderr)
+        return 1
+
+
+async def serve(config: Any, host: str, port: int, *, ready: asyncio.Event | None = None) -> int:
+    """Run the vault until SIGTERM/SIGINT (or until the task is cancelled)."""
+    from aiohttp import web
+
+    from daemon.http.app import create_app
+    from daemon.vault import Vault
+    from timestamping.aio_client import AsyncTsaClient
+
+    ca_pem = config.tsa_ca.read_bytes()
+    async with AsyncTsaClient(config.tsa_urls, ca_pem) as tsa:
+        vault = Vault(config, tsa=tsa)
+        runner = web.AppRunner(create_app(vault), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        log.info("vault listening on http://%s:%d/v1/ (data in %s)", host, port, config.data_dir)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    from daemon.clock import utc_now, utc_text
+    from daemon.errors import VaultError
+    from daemon.journal import GENESIS, JournalRecord, link
+    from daemon.keys import Role, new_token, token_hash
+    from daemon.store import Store, TokenRow
+
+    role = Role(args.role)
+    if role in (Role.ESTABLISHMENT, Role.AUDITOR) and not args.establishment:
+        print(
+            f"horodate vault keys create: --role {role} needs --establishment CODE", file=sys.stderr
+        )
+        return 2
+    if role is Role.ADMIN and args.establishment:
+        print("horodate vault keys create: an admin token has no establishment", file=sys.stderr)
+        return 2
+    establishment = args.establishment if role is not Role.ADMIN else None
+    label = args.label or f"{role}:{establishment or 'operator'}"
+    token = new_token()
+    try:
+        conf = _load_toml(args.config)
+        store = Store.open(_data_dir(args, conf))
+        try:
+            now = utc_text(utc_now())
+            record = JournalRecord(
+                at=now,
+                actor="command line",
+                role="admin",
+                establishment=establishment,
+                action="vault keys create",
+                target=f"token {label} ({role})",
+                outcome="ok",
+                status=0,
+            )
+            with store.transaction() as w:
+                w.add_api_token(
+                    TokenRow(
+                        token_hash=token_hash(token),
+                        role=str(role),
+                        establishment=establishment,
+                        label=label,
+                        created_at=now,
+                    )
+                )
+                seq, head = w.journal_head()
+                data = record.encode()
+                w.add_journal(seq, data, link(head or GENESIS, data))
+        finally:
+            store.close()
+    except (VaultError, OSError, ValueError) as e:
+        print(f"horodate vault keys create: {e}", file=sys.stderr)
+        return 1
+    print(f"bearer token for {label} ({role}); it is shown once, the vault keeps only its hash:")
+    print(token)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from horodate.commands.vault_verify import run as verify
+
+    conf = _load_toml(args.config)
+    args.data_dir = _data_dir(args, conf)
+    return verify(args)
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    from daemon.errors import VaultError
+    from daemon.usage import usage
+
+    conf = _load_toml(args.config)
+    try:
+        rows = usage(_data_dir(args, conf), month=args.month)
+    except (VaultError, OSError, ValueError) as e:
+        print(f"horodate vault usage: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    print(
+        f"{'month':8} {'establishment':24} {'sealed':>8} {'pending':>8} {'reads':>8} {'audits':>7}"
+    )
+    for row in rows:
+        print(
+            f"{row['month']:8} {row['establishment']:24} {row['entries_sealed']:>8} "
+            f"{row['entries_pending']:>8} {row['reads']:>8} {row['audits']:>7}"
+        )
+    if not rows:
+        print("(no activity)")
+    return 0
