@@ -10,6 +10,7 @@ included; an accepted deposit is journaled in the same transaction as its entrie
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 import re
 import time
@@ -23,8 +24,9 @@ from prometheus_client.core import GaugeMetricFamily
 from daemon import ijson
 from daemon.clock import parse_time, utc_now, utc_text
 from daemon.errors import FieldError, InvalidEntry, VaultError
-from daemon.http.openapi import openapi_document
+from daemon.http.openapi import openapi_document, query_parameters
 from daemon.http.problems import HttpProblem, from_error, problem
+from daemon.ine import check_ine
 from daemon.keys import token_hash
 from daemon.records import parse_batch, parse_entry
 from daemon.vault import Caller, Vault
@@ -144,7 +146,14 @@ def _caller(request: web.Request) -> Caller:
     return Caller(role=row.role, establishment=row.establishment, label=row.label)
 
 
-def _int_param(request: web.Request, name: str, default: int | None = None, *, low: int = 0) -> int:
+def _int_param(
+    request: web.Request,
+    name: str,
+    default: int | None = None,
+    *,
+    low: int = 0,
+    high: int = 2**62,
+) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:
@@ -152,11 +161,33 @@ def _int_param(request: web.Request, name: str, default: int | None = None, *, l
                 400, "bad_parameter", "Bad parameter", f"the parameter {name!r} is required"
             )
         return default
-    if not raw.isdigit() or len(raw) > 18 or int(raw) < low:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or not low <= int(raw) <= high:
         raise HttpProblem(
-            400, "bad_parameter", "Bad parameter", f"{name!r} must be an integer ≥ {low}"
+            400,
+            "bad_parameter",
+            "Bad parameter",
+            f"{name!r} must be an integer from {low} to {high}",
         )
     return int(raw)
+
+
+def _refuse_unknown_parameters(request: web.Request, route: str) -> None:
+    """A misspelt parameter (``?limt=5``) must not be silently ignored: the caller would
+    get an answer to a question it did not ask."""
+    method = "GET" if request.method == "HEAD" else request.method
+    allowed = query_parameters().get((method, route))
+    if allowed is None:  # no such route: the router answers 404 or 405
+        return
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise HttpProblem(
+            400,
+            "bad_parameter",
+            "Bad parameter",
+            f"unknown query parameter {unknown[0]!r}; this route takes: {known}",
+        )
 
 
 async def _read_body(request: web.Request, cap: int) -> bytes:
@@ -182,9 +213,13 @@ async def _errors_and_journal(request: web.Request, handler: Handler) -> web.Str
         else "unmatched"
     )
     try:
+        _refuse_unknown_parameters(request, route)
         response = await handler(request)
     except web.HTTPException as e:
-        response = problem(e.status, "http_" + str(e.status), e.reason, e.text or e.reason)
+        kept = {k: v for k, v in e.headers.items() if k in ("Allow", "Location", "Retry-After")}
+        response = problem(
+            e.status, "http_" + str(e.status), e.reason, e.text or e.reason, headers=kept
+        )
     except VaultError as e:
         response = from_error(e)
         if response.status >= 500:
@@ -288,12 +323,27 @@ async def get_integrity(request: web.Request) -> web.Response:
     )
 
 
+def _is_date(text: str) -> bool:
+    """YYYY-MM-DD and a real day (fromisoformat alone would take "2000-W01-1")."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def list_entries(request: web.Request) -> web.Response:
     caller = _authenticate(request)
     q = request.query
     ine, birth = q.get("ine"), q.get("birth_date")
     if (ine is None) != (birth is None):
         raise HttpProblem(400, "bad_parameter", "Bad parameter", "give ine and birth_date together")
+    if ine is not None and (why := check_ine(ine)) is not None:
+        raise HttpProblem(400, "bad_parameter", "Bad parameter", f"'ine': {why}")
+    if birth is not None and not _is_date(birth):
+        raise HttpProblem(400, "bad_parameter", "Bad parameter", "'birth_date' must be YYYY-MM-DD")
     bounds = {}
     for name in ("from", "to"):
         if name in q:
@@ -303,7 +353,7 @@ async def list_entries(request: web.Request) -> web.Response:
                 raise HttpProblem(
                     400, "bad_parameter", "Bad parameter", f"{name!r} must be an RFC 3339 time"
                 ) from None
-    limit = min(_int_param(request, "limit", 100, low=1), _MAX_LIMIT)
+    limit = _int_param(request, "limit", 100, low=1, high=_MAX_LIMIT)
     cursor = _int_param(request, "cursor", 0) - 1 if "cursor" in q else -1
     items, last = request.app[VAULT].list_entries(
         caller,
@@ -328,7 +378,7 @@ async def count_entries(request: web.Request) -> web.Response:
 async def get_journal(request: web.Request) -> web.Response:
     caller = _authenticate(request)
     start = _int_param(request, "start", 0)
-    limit = min(_int_param(request, "limit", 100, low=1), _MAX_LIMIT)
+    limit = _int_param(request, "limit", 100, low=1, high=_MAX_LIMIT)
     return web.json_response(
         {"records": request.app[VAULT].journal_page(caller, start=start, limit=limit)}
     )

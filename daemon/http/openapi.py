@@ -375,3 +375,15 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": _get("Prometheus metrics", text, errors=(), auth=False),
         },
     }
+
+
+@functools.cache
+def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """The query parameters each operation accepts, ``(METHOD, path) → names``: the API
+    refuses any other, as the document's ``additionalProperties: false`` promises."""
+    allowed: dict[tuple[str, str], frozenset[str]] = {}
+    for path, operations in openapi_document()["paths"].items():
+        for method, op in operations.items():
+            names = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+            allowed[method.upper(), path] = frozenset(names)
+    return allowed

@@ -130,10 +130,18 @@ async def appliance(
         await server.close()
 
 
-def make_token(vault: Vault, role: str, establishment: str | None, label: str | None = None) -> str:
-    """A bearer token, written through a connection of its own (the vault's writer belongs
-    to its committer thread), as ``horodate vault keys create`` does from its process."""
-    token = new_token()
+def make_token(
+    vault: Vault,
+    role: str,
+    establishment: str | None,
+    label: str | None = None,
+    *,
+    token: str | None = None,
+) -> str:
+    """A bearer token (new, or the one given), written through a connection of its own (the
+    vault's writer belongs to its committer thread), as ``horodate vault keys create`` does
+    from its process."""
+    token = token or new_token()
     store = Store.open(vault.config.data_dir)
     with store.transaction() as w:
         w.add_api_token(
