@@ -8,6 +8,7 @@ edge: it runs ``openssl ts -verify``).
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -69,6 +70,27 @@ def _has_time_stamping_eku(cert: x509.Certificate) -> bool:
     return x509.oid.ExtendedKeyUsageOID.TIME_STAMPING in eku
 
 
+@functools.lru_cache(maxsize=8)
+def _trust(
+    ca_pem: bytes,
+) -> tuple[tuple[x509.Certificate, ...], ...]:
+    """The CA file read once: its roots, its other certificates, and among those the TSA
+    certificates. Cached: the vault verifies every token against the same file, and reading
+    it (a self-signature check per root) cost as much as verifying the token."""
+    bundle = _load_pem_bundle(ca_pem)
+    roots = tuple(c for c in bundle if _is_self_signed(c))
+    if not roots:
+        raise TimestampingError("the CA file holds no self-signed root certificate")
+    others = tuple(c for c in bundle if not _is_self_signed(c))
+    return roots, others, tuple(c for c in others if _has_time_stamping_eku(c))
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate(der: bytes) -> x509.Certificate:
+    """A certificate a token embeds (the same TSA certificate in every token)."""
+    return x509.load_der_x509_certificate(der)
+
+
 def verify_reply(
     reply_der: bytes,
     *,
@@ -99,16 +121,11 @@ def verify_reply(
         )
     if len(message_imprint) != info.digest.digest_bytes:
         raise TimestampingError(f"the imprint to check is not a {info.digest.hashlib_name} digest")
-    bundle = _load_pem_bundle(ca_pem)
-    roots = [c for c in bundle if _is_self_signed(c)]
-    if not roots:
-        raise TimestampingError("the CA file holds no self-signed root certificate")
-    others = [c for c in bundle if not _is_self_signed(c)]
-    embedded = [x509.load_der_x509_certificate(d) for d in reply.certificates]
+    roots, others, tsa_from_bundle = _trust(ca_pem)
+    embedded = [_certificate(d) for d in reply.certificates]
     builder = rfc3161_client.VerifierBuilder()
     for root in roots:
         builder = builder.add_root_certificate(root)
-    tsa_from_bundle = [c for c in others if _has_time_stamping_eku(c)]
     for cert in others:
         if cert not in tsa_from_bundle:
             builder = builder.add_intermediate_certificate(cert)
