@@ -55,3 +55,21 @@ async def test_usage_counts_sealed_entries_and_reads_per_month(
         horodate(["vault", "usage", "--data-dir", str(vault.data_dir), "--month", "1999-01"]) == 0
     )
     assert "(no activity)" in capsys.readouterr().out
+
+
+def test_the_example_configuration_is_what_the_vault_reads() -> None:
+    import argparse
+    import datetime as dt
+
+    from horodate.commands.vault import config_from
+
+    example = Path(__file__).resolve().parents[2] / "systemd" / "vault.toml.example"
+    args = argparse.Namespace(config=example, data_dir=None, tsa=None, tsa_ca=None, name=None)
+    args.listen = None
+    config, listen = config_from(args)
+    assert listen == "127.0.0.1:3190"
+    assert config.name == "vault.example.org/horodate"
+    assert config.tsa_urls == ("http://127.0.0.1:3180/tsa",)
+    assert config.signing_window == dt.timedelta(minutes=15)
+    assert config.windows == {"CFA-LYON-02": dt.timedelta(minutes=30)}
+    assert config.inline_seal_timeout_s == 2
