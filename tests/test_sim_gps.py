@@ -416,7 +416,7 @@ def test_stop_joins_the_thread_and_closes_the_fds(box: FaultBox) -> None:
 
 
 def test_checksum_matches_a_real_receiver() -> None:
-    # Lines from ../shared/data/nmea/ublox-8.log (a u-blox 8 receiver).
+    # Lines from tests/data/nmea/ublox-8.log (a u-blox 8 receiver).
     assert checksum("GNZDA,000941.00,10,01,2017,00,00") == "70"
     assert checksum("GPGSA,A,1,28,04,02,,,,,,,,,,9.98,9.93,1.00") == "06"
     assert (

@@ -15,13 +15,13 @@ from pathlib import Path
 from drivers.gps import GPS_WEEK_WINDOW, Capture, parse_capture
 from drivers.nmea import checksum
 
-NMEA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "nmea"
+NMEA_DIR = Path(__file__).resolve().parents[1] / "data" / "nmea"
 
 
 def capture_paths() -> list[Path]:
     paths = sorted(NMEA_DIR.glob("*.log"))
     # Fail loudly, never skip: the captures are part of the test data.
-    assert paths, f"no NMEA captures found in {NMEA_DIR.resolve()} (../shared/data/nmea)"
+    assert paths, f"no NMEA captures found in {NMEA_DIR.resolve()} (tests/data/nmea)"
     return paths
 
 
