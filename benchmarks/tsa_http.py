@@ -189,29 +189,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def start_appliance(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    """``horodate appliance --simulate`` on a free port, once it issues (and its workers
-    are up): the process and its base URL."""
-    port = free_port()
-    appliance = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "horodate",
-            "appliance",
-            "--simulate",
-            "--workers",
-            str(workers),
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
+def start_horodate(
+    args: list[str], port: int, what: str, deadline_s: float = 90
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``horodate ARGS --listen 127.0.0.1:PORT``, once its ``/health`` answers 200: the
+    process and its base URL (the process is stopped if it never does)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "horodate", *args, "--listen", f"127.0.0.1:{port}"],
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_status(f"{base}/health") == 200, 90, "appliance issuing")
+        wait_until(lambda: http_status(f"{base}/health") == 200, deadline_s, what)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base
+
+
+def start_appliance(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``horodate appliance --simulate`` on a free port, once it issues (and its workers
+    are up): the process and its base URL."""
+    args = ["appliance", "--simulate", "--workers", str(workers), "--data-dir", str(data_dir)]
+    appliance, base = start_horodate(args, free_port(), "appliance issuing")
+    try:
         if workers:
             wait_until(
                 lambda: metric(f"{base}/metrics", "horodate_tsa_workers_alive") == workers,

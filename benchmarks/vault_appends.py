@@ -44,11 +44,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from tsa_http import (  # noqa: E402  (the helpers of the appliance's HTTP benchmark)
     free_port,
-    http_status,
     metric,
     rss_kib,
     run_wrk,
     start_appliance,
+    start_horodate,
     stop,
     wait_until,
 )
@@ -64,31 +64,8 @@ def horodate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_vault(data_dir: Path, tsa_url: str, ca: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    vault = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "horodate",
-            "vault",
-            "--data-dir",
-            str(data_dir),
-            "--tsa",
-            tsa_url,
-            "--tsa-ca",
-            str(ca),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http_status(f"{base}/health") == 200, 60, "vault")
-    except BaseException:
-        stop(vault)
-        raise
-    return vault, base
+    args = ["vault", "--data-dir", str(data_dir), "--tsa", tsa_url, "--tsa-ca", str(ca)]
+    return start_horodate(args, free_port(), "vault", 60)
 
 
 def entry(student: int) -> dict[str, object]:
@@ -170,6 +147,9 @@ def run_vault_wrk(
 
 def report(label: str, run: VaultRun, seconds: int, tokens_s: float) -> float:
     sealed_s = run.sealed / seconds
+    if run.sealed + run.pending + run.other == 0:
+        print(f"  {label:<17}: no answer within the {seconds} s run (give --seconds more)")
+        return 0.0
     refused = f", {run.other} refused (first {run.first_other})" if run.other else ""
     print(
         f"  {label:<17}: {sealed_s:8,.0f} sealed entries/s ({run.pending} accepted unsealed"

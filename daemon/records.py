@@ -78,7 +78,7 @@ _SESSION: Final = frozenset(
 )
 _ESTABLISHMENT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII: \d would take any script's digits
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_INT: Final = 2**53 - 1  # RFC 7493 §2.2: integers beyond are not interoperable
 
@@ -295,6 +295,17 @@ def _student(
                 birth = None
     name = f.text("name", required=False)
     return None if ine is None or birth is None else Student(ine, birth, name)
+
+
+def parse_date(text: str) -> dt.date | None:
+    """``YYYY-MM-DD`` naming a real day, or None (``fromisoformat`` alone would also take
+    ``2000-W01-1`` or ``20000101``)."""
+    if not _DATE.fullmatch(text):
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _age_between(birth: dt.date, today: dt.date, low: int, high: int) -> bool:

@@ -77,12 +77,13 @@ def _trust(
     """The CA file read once: its roots, its other certificates, and among those the TSA
     certificates. Cached: the vault verifies every token against the same file, and reading
     it (a self-signature check per root) cost as much as verifying the token."""
-    bundle = _load_pem_bundle(ca_pem)
-    roots = tuple(c for c in bundle if _is_self_signed(c))
+    roots: list[x509.Certificate] = []
+    others: list[x509.Certificate] = []
+    for cert in _load_pem_bundle(ca_pem):
+        (roots if _is_self_signed(cert) else others).append(cert)
     if not roots:
         raise TimestampingError("the CA file holds no self-signed root certificate")
-    others = tuple(c for c in bundle if not _is_self_signed(c))
-    return roots, others, tuple(c for c in others if _has_time_stamping_eku(c))
+    return tuple(roots), tuple(others), tuple(c for c in others if _has_time_stamping_eku(c))
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,7 +10,6 @@ included; an accepted deposit is journaled in the same transaction as its entrie
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 import re
 import time
@@ -28,7 +27,7 @@ from daemon.http.openapi import openapi_document, query_parameters
 from daemon.http.problems import HttpProblem, from_error, problem
 from daemon.ine import check_ine
 from daemon.keys import token_hash
-from daemon.records import parse_batch, parse_entry
+from daemon.records import parse_batch, parse_date, parse_entry
 from daemon.vault import Caller, Vault
 
 log = logging.getLogger("horodate.vault.http")
@@ -323,17 +322,6 @@ async def get_integrity(request: web.Request) -> web.Response:
     )
 
 
-def _is_date(text: str) -> bool:
-    """YYYY-MM-DD and a real day (fromisoformat alone would take "2000-W01-1")."""
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-        return False
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
 async def list_entries(request: web.Request) -> web.Response:
     caller = _authenticate(request)
     q = request.query
@@ -342,7 +330,7 @@ async def list_entries(request: web.Request) -> web.Response:
         raise HttpProblem(400, "bad_parameter", "Bad parameter", "give ine and birth_date together")
     if ine is not None and (why := check_ine(ine)) is not None:
         raise HttpProblem(400, "bad_parameter", "Bad parameter", f"'ine': {why}")
-    if birth is not None and not _is_date(birth):
+    if birth is not None and parse_date(birth) is None:
         raise HttpProblem(400, "bad_parameter", "Bad parameter", "'birth_date' must be YYYY-MM-DD")
     bounds = {}
     for name in ("from", "to"):
