@@ -10,14 +10,20 @@ pending and its sealer tries again later).
 Every token is checked before it is handed back: it answers this request (imprint, nonce,
 the certificate asked for: RFC 3161 §2.4.2) and it verifies against the configured roots
 (signature, chain at genTime, the critical timeStamping EKU) — a token that does not is
-never stored.
+never stored. Parsing and verifying a token costs about 2 ms of CPU; with
+``ClientPolicy.verify_processes`` it runs in that many processes beside the event loop, which
+meanwhile serves other requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import multiprocessing
 import random
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,9 +31,9 @@ import aiohttp
 
 from timestamping.errors import TimestampingError, TsaUnreachable
 from timestamping.http_client import QUERY_CONTENT_TYPE, REPLY_CONTENT_TYPE
-from timestamping.reply import MAX_REPLY_BYTES, TokenInfo, check_reply, parse_reply
-from timestamping.request import Digest, build_request, random_nonce
-from timestamping.verify import verify_reply
+from timestamping.reply import MAX_REPLY_BYTES, TokenInfo
+from timestamping.request import Digest, TimeStampQuery, build_request, random_nonce
+from timestamping.verify import VerifiedToken, accept_reply
 
 _BACKOFF_CAP_S: Final = 2.0
 
@@ -49,6 +55,7 @@ class ClientPolicy:
     attempts_per_tsa: int = 3  # an unreachable TSA is retried this many times in all
     backoff_first_s: float = 0.05  # then doubled, with jitter, capped at 2 s
     connections: int = 64  # the pool's size, all TSAs together
+    verify_processes: int = 0  # 0: verify tokens on the event loop; N: in N processes
 
 
 class AsyncTsaClient:
@@ -70,6 +77,7 @@ class AsyncTsaClient:
         self.ca_pem = ca_pem
         self.policy = policy or ClientPolicy()
         self._session: aiohttp.ClientSession | None = None
+        self._verifiers: ProcessPoolExecutor | None = None
         self._preferred = 0  # the TSA that answered last: tried first next time
 
     async def __aenter__(self) -> AsyncTsaClient:
@@ -77,7 +85,17 @@ class AsyncTsaClient:
             connector=aiohttp.TCPConnector(limit=self.policy.connections, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.policy.attempt_timeout_s),
         )
+        if self.policy.verify_processes > 0:
+            await self._start_verifiers()
         return self
+
+    async def _start_verifiers(self) -> None:
+        # spawn, not fork: the caller has threads (the vault's committer) by now.
+        n = self.policy.verify_processes
+        self._verifiers = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        # Start them now (imports and all), not on the first token's deadline.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._verifiers, _warm_up) for _ in range(n)))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -86,6 +104,9 @@ class AsyncTsaClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._verifiers is not None:
+            self._verifiers.shutdown(wait=True, cancel_futures=True)
+            self._verifiers = None
 
     async def seal(self, imprint: bytes) -> Seal:
         """A verified token over ``imprint``.
@@ -103,12 +124,22 @@ class AsyncTsaClient:
             except TsaUnreachable as e:
                 failures.append(str(e))
                 continue
-            reply = parse_reply(der)
-            info = check_reply(query, reply)  # ReplyRejected when refused
-            verify_reply(der, message_imprint=imprint, ca_pem=self.ca_pem, nonce=query.nonce)
+            verified = await self._accept(query, der)
             self._preferred = self.urls.index(url)
-            return Seal(reply_der=der, info=info, tsa_url=url)
+            return Seal(reply_der=der, info=verified.info, tsa_url=url)
         raise TsaUnreachable("; ".join(failures))
+
+    async def _accept(self, query: TimeStampQuery, der: bytes) -> VerifiedToken:
+        """:func:`accept_reply`, here or in a verifying process."""
+        if self._verifiers is None:
+            return accept_reply(query, der, ca_pem=self.ca_pem)
+        job = functools.partial(accept_reply, query, der, ca_pem=self.ca_pem)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._verifiers, job)
+        except BrokenProcessPool as e:  # a verifier died (OOM killer…): new ones, this seal later
+            self._verifiers.shutdown(wait=False, cancel_futures=True)
+            await self._start_verifiers()
+            raise TimestampingError(f"a token-verifying process died ({e}); started anew") from e
 
     async def _post(self, url: str, query_der: bytes) -> bytes:
         """One TSA, with retries and back-off; the reply's DER."""
@@ -142,3 +173,9 @@ class AsyncTsaClient:
             except aiohttp.ClientError as e:
                 last = f"cannot reach the TSA at {url}: {e}"
         raise TsaUnreachable(last)
+
+
+def _warm_up() -> None:
+    """Run first in each verifying process: loads what verifying a token needs."""
+    import rfc3161_client  # noqa: F401 - the import is the point
+    from asn1crypto import cms, tsp  # noqa: F401

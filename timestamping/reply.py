@@ -96,6 +96,10 @@ class ReplyRejected(TimestampingError):
         super().__init__(describe_failure(reply))
         self.reply = reply
 
+    def __reduce__(self) -> tuple[type[ReplyRejected], tuple[TsaReply]]:
+        # Raised in a verifying process and re-raised in the caller's: rebuilt from the reply.
+        return (type(self), (self.reply,))
+
 
 def _fail_info(bits: object) -> tuple[frozenset[FailInfo], frozenset[int]]:
     from asn1crypto import tsp

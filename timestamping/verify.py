@@ -24,8 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from timestamping.errors import PKIStatus, TimestampingError, VerificationFailed
-from timestamping.reply import ReplyRejected, TokenInfo, parse_reply
-from timestamping.request import check_oid
+from timestamping.reply import ReplyRejected, TokenInfo, TsaReply, check_reply, parse_reply
+from timestamping.request import TimeStampQuery, check_oid
 
 _MAX_CA_BYTES: Final = 1024 * 1024
 
@@ -109,8 +109,43 @@ def verify_reply(
     holds: signature, chain to a given root at genTime, the TSA certificate's critical
     ``id-kp-timeStamping`` EKU (RFC 3161 §2.3), imprint, nonce and policy when given.
     """
+    return _verify_parsed(
+        parse_reply(reply_der),
+        message_imprint=message_imprint,
+        ca_pem=ca_pem,
+        nonce=nonce,
+        policy_oid=policy_oid,
+    )
 
+
+def accept_reply(query: TimeStampQuery, reply_der: bytes, *, ca_pem: bytes) -> VerifiedToken:
+    """All a requester checks before keeping a token, the reply parsed once: it answers
+    ``query`` (:func:`~timestamping.reply.check_reply`: imprint, nonce, policy, the
+    certificate asked for) and it verifies (:func:`verify_reply`).
+
+    Plain values in and out, so that it can run in another process (the vault verifies
+    its tokens beside its event loop, see :class:`~timestamping.aio_client.ClientPolicy`).
+    """
     reply = parse_reply(reply_der)
+    check_reply(query, reply)  # ReplyRejected when refused
+    return _verify_parsed(
+        reply,
+        message_imprint=query.message_imprint,
+        ca_pem=ca_pem,
+        nonce=query.nonce,
+        policy_oid=query.policy_oid,
+    )
+
+
+def _verify_parsed(
+    reply: TsaReply,
+    *,
+    message_imprint: bytes,
+    ca_pem: bytes,
+    nonce: int | None,
+    policy_oid: str | None,
+) -> VerifiedToken:
+    reply_der = reply.der
     if not reply.granted or reply.info is None:
         raise ReplyRejected(reply)
     info = reply.info

@@ -107,7 +107,12 @@ def config_from(args: argparse.Namespace) -> Any:
         kwargs["signing_window"] = dt.timedelta(
             minutes=float(conf["default_signing_window_minutes"])
         )
-    for key in ("checkpoint_interval_s", "inline_seal_timeout_s", "body_max_bytes"):
+    for key in (
+        "checkpoint_interval_s",
+        "inline_seal_timeout_s",
+        "body_max_bytes",
+        "tsa_verify_processes",
+    ):
         if key in conf:
             kwargs[key] = conf[key]
     return VaultConfig(**kwargs), (args.listen or conf.get("listen") or DEFAULT_LISTEN)
@@ -140,10 +145,11 @@ async def serve(config: Any, host: str, port: int, *, ready: asyncio.Event | Non
 
     from daemon.http.app import create_app
     from daemon.vault import Vault
-    from timestamping.aio_client import AsyncTsaClient
+    from timestamping.aio_client import AsyncTsaClient, ClientPolicy
 
     ca_pem = config.tsa_ca.read_bytes()
-    async with AsyncTsaClient(config.tsa_urls, ca_pem) as tsa:
+    policy = ClientPolicy(verify_processes=config.tsa_verify_processes)
+    async with AsyncTsaClient(config.tsa_urls, ca_pem, policy=policy) as tsa:
         vault = Vault(config, tsa=tsa)
         runner = web.AppRunner(create_app(vault), access_log=None, handle_signals=False)
         await runner.setup()
