@@ -49,7 +49,7 @@ class VaultConfig:
     name: str = "horodate-vault"  # the checkpoints' origin line: kept for life
     tsa_urls: tuple[str, ...] = ("http://127.0.0.1:3180/tsa",)
     tsa_ca: Path | None = None  # the roots tokens must chain to
-    tsa_verify_processes: int = 1  # processes verifying tokens beside the event loop (0: none)
+    tsa_verify_processes: int = 0  # processes verifying tokens beside the event loop (0: none)
     inline_seal_timeout_s: float = 2.0
     checkpoint_interval_s: float = 5.0
     sealer_interval_s: float = 1.0

@@ -73,4 +73,4 @@ def test_the_example_configuration_is_what_the_vault_reads() -> None:
     assert config.signing_window == dt.timedelta(minutes=15)
     assert config.windows == {"CFA-LYON-02": dt.timedelta(minutes=30)}
     assert config.inline_seal_timeout_s == 2
-    assert config.tsa_verify_processes == 1
+    assert config.tsa_verify_processes == 0
