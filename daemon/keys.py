@@ -88,6 +88,16 @@ def load_or_create(keys_dir: Path, name: str) -> VaultKeys:
     return VaultKeys(signer=signer, lookup_secret=lookup)
 
 
+def load_existing(keys_dir: Path) -> VaultKeys:
+    """The keys of a vault that has run (the command line's tools: its name is in them)."""
+    try:
+        signer = Signer.from_key_string((keys_dir / "vault.key").read_text().strip())
+        lookup = base64.b64decode((keys_dir / "lookup.key").read_text().strip(), validate=True)
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"cannot read the vault's keys in {keys_dir}: {e}") from e
+    return VaultKeys(signer=signer, lookup_secret=lookup)
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 

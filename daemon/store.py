@@ -254,6 +254,29 @@ class Reader:
         args.append(limit)
         return [int(r[0]) for r in self._all(sql, *args)]
 
+    def establishment_entries(self, establishment: str) -> Iterator[EntryRow]:
+        """Every entry of one establishment, in log order, read as they are consumed."""
+        try:
+            cursor = self.conn.execute(
+                "SELECT * FROM entries WHERE establishment = ? ORDER BY idx", (establishment,)
+            )
+            for row in cursor:
+                yield EntryRow(*row)
+        except sqlite3.Error as e:
+            raise wrap(e) from e
+
+    def student_count(self, establishment: str, session_id: str, kind: str) -> int:
+        """How many distinct students (by keyed lookup) have an entry of ``kind`` in a
+        session: a count, with nobody's data read."""
+        row = self._one(
+            "SELECT COUNT(DISTINCT d.lookup) FROM entries e JOIN disclosures d ON d.idx = e.idx "
+            "WHERE e.establishment = ? AND e.session_id = ? AND e.kind = ?",
+            establishment,
+            session_id,
+            kind,
+        )
+        return int(row[0])
+
     def count(self, establishment: str) -> int:
         return int(
             self._one("SELECT COUNT(*) FROM entries WHERE establishment = ?", establishment)[0]

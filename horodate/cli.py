@@ -12,7 +12,18 @@ from collections.abc import Sequence
 from horodate import __version__
 
 # Top-level commands, in the order `horodate --help` lists them.
-COMMANDS = ("demo", "appliance", "vault", "keys", "status", "gps", "stamp", "verify", "issued")
+COMMANDS = (
+    "demo",
+    "appliance",
+    "vault",
+    "audit",
+    "keys",
+    "status",
+    "gps",
+    "stamp",
+    "verify",
+    "issued",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,163 @@
+"""``horodate audit verify``: every check of a bundle, by this package's own code.
+
+The bundle's ``check.py`` is the auditor's (standard library and ``openssl``); this is the
+second opinion, written against other code — the vault's leaf, Merkle, signed-note and
+RFC 3161 modules, rfc3161-client for the tokens — so that a bug in one checker is caught
+by the other. Each check is a line of the report; the first failure of each kind names
+the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon import merkle
+from daemon.audit.tlog_proof import TlogProof
+from daemon.errors import VaultError
+from daemon.leaf import open_leaf
+from daemon.note import Verifier, verify_checkpoint
+from timestamping.errors import TimestampingError
+from timestamping.verify import verify_reply
+
+_ENTRY = re.compile(r"entries/(0|[1-9][0-9]*)\.bin")
+MAX_BUNDLE_BYTES = 2 * 1024**3
+
+
+@dataclass
+class BundleReport:
+    checks: list[tuple[bool, str]] = field(default_factory=list)
+    entries: int = 0
+    pending: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(good for good, _ in self.checks)
+
+    def add(self, good: bool, what: str) -> None:
+        self.checks.append((good, what))
+
+
+def _read_zip(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+
+
+def verify_bundle(
+    data: bytes,
+    *,
+    ca_pem: bytes | None = None,
+    vkey: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BundleReport:
+    """Check a bundle (the zip's bytes); ``ca_pem``/``vkey`` replace the bundle's own."""
+    out = BundleReport()
+    try:
+        files = _read_zip(data)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        out.add(False, f"not a readable zip: {e}")
+        return out
+    try:
+        _sums(files, out)
+        ca = ca_pem if ca_pem is not None else files["certs/ca.pem"]
+        verifier = Verifier.from_key_string((vkey or files["vault.vkey"].decode()).strip())
+        note = files["checkpoint.txt"].decode()
+        checkpoint = verify_checkpoint(note, verifier)
+        out.add(True, f"checkpoint.txt: signed by {verifier.name}, size {checkpoint.size}")
+        if "checkpoint.tsr" in files:
+            verify_reply(
+                files["checkpoint.tsr"],
+                message_imprint=hashlib.sha256(files["checkpoint.txt"]).digest(),
+                ca_pem=ca,
+            )
+            out.add(True, "checkpoint.tsr: the checkpoint's token verifies")
+    except KeyError as e:
+        out.add(False, f"{e.args[0]} is missing")
+        return out
+    except (VaultError, TimestampingError, ValueError) as e:
+        out.add(False, f"checkpoint: {e}")
+        return out
+    indices = sorted(int(m.group(1)) for n in files if (m := _ENTRY.fullmatch(n)))
+    hashes: dict[int, str] = {}
+    failures: list[str] = []
+    for n, idx in enumerate(indices):
+        try:
+            hashes[idx] = _entry(files, idx, checkpoint.size, checkpoint.root, note, ca, out)
+        except KeyError as e:
+            failures.append(f"entry {idx}: {e.args[0]} is missing")
+        except (VaultError, TimestampingError, ValueError) as e:
+            failures.append(f"entry {idx}: {e}")
+        if progress is not None:
+            progress(n + 1, len(indices))
+    for f in failures:
+        out.add(False, f)
+    out.entries = len(indices)
+    sealed = len(hashes) - len(out.pending)
+    out.add(
+        not failures,
+        f"{len(hashes)}/{len(indices)} entries: canonical, disclosures open their commitments, "
+        f"included in the signed tree; {sealed} tokens verified over their leaf hash",
+    )
+    _report_matches(files, hashes, out)
+    return out
+
+
+def _sums(files: dict[str, bytes], out: BundleReport) -> None:
+    listed = {}
+    for line in files["SHA256SUMS"].decode().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    changed = [n for n, d in listed.items() if hashlib.sha256(files.get(n, b"")).hexdigest() != d]
+    extra = sorted(set(files) - set(listed) - {"SHA256SUMS"})
+    if changed:
+        out.add(False, f"SHA256SUMS: {', '.join(sorted(changed))} changed or missing")
+    elif extra:
+        out.add(False, f"SHA256SUMS: {', '.join(extra)} not listed")
+    else:
+        out.add(True, f"SHA256SUMS: {len(listed)} files as listed")
+
+
+def _entry(
+    files: dict[str, bytes],
+    idx: int,
+    size: int,
+    root: bytes,
+    note: str,
+    ca: bytes,
+    out: BundleReport,
+) -> str:
+    leaf = files[f"entries/{idx}.bin"]
+    disclosure = files.get(f"disclosures/{idx}.json")
+    open_leaf(leaf, json.loads(disclosure) if disclosure else {})
+    h = merkle.leaf_hash(leaf)
+    proof = TlogProof.parse(files[f"proofs/{idx}.tlog-proof"].decode())
+    if proof.index != idx:
+        raise VaultError(f"proofs/{idx}.tlog-proof proves entry {proof.index}")
+    if proof.checkpoint != note:
+        raise VaultError(f"proofs/{idx}.tlog-proof is against another checkpoint")
+    merkle.verify_inclusion(idx, size, h, list(proof.hashes), root)
+    token = files.get(f"tokens/{idx}.tsr")
+    if token is None:
+        out.pending.append(idx)
+    else:
+        verify_reply(token, message_imprint=h, ca_pem=ca)
+    return h.hex()
+
+
+def _report_matches(files: dict[str, bytes], hashes: dict[int, str], out: BundleReport) -> None:
+    try:
+        report: Any = json.loads(files["report.json"])
+        listed = {int(e["index"]): e["leaf_hash"] for e in report["entries"]}
+    except (KeyError, TypeError, ValueError) as e:
+        out.add(False, f"report.json: unreadable ({e})")
+        return
+    if listed != hashes:
+        out.add(False, "report.json: does not list exactly the bundle's entries")
+    else:
+        out.add(True, "report.json: lists exactly the bundle's entries")
