@@ -17,10 +17,11 @@ import datetime as dt
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from daemon import merkle
 from daemon.clock import utc_now, utc_text
@@ -35,6 +36,8 @@ from daemon.sequencer import Deposit, Deposited, Prepared, Sequencer, body_hash
 from daemon.store import CheckpointRow, Reader, SealRow, Store, StoreFull
 from timestamping.aio_client import AsyncTsaClient, Seal
 from timestamping.errors import TimestampingError
+
+T = TypeVar("T")
 
 log = logging.getLogger("horodate.vault")
 
@@ -107,6 +110,9 @@ class Vault:
         self.sealing = SealerStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_sealer = asyncio.Event()
+        # Reads too long for the event loop run here; stop() waits for them before it closes
+        # the store (closing a connection another thread is using crashes SQLite's module).
+        self._reading = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-read")
         self.started_at = utc_now()
         self.disk_full = False
 
@@ -139,8 +145,14 @@ class Vault:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        # a cancelled task's read may still run in its thread: let it end first
+        await asyncio.get_running_loop().run_in_executor(None, self._reading.shutdown)
         self.committer.stop()
         self.store.close()
+
+    async def read_in_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (which reads the store) in a reading thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._reading, fn)
 
     # -- deposit ------------------------------------------------------------------------
 
@@ -257,7 +269,7 @@ class Vault:
         tsa = self.tsa
         total = 0
         while True:
-            pending = await asyncio.to_thread(lambda: self.store.reader().pending(chunk))
+            pending = await self.read_in_thread(lambda: self.store.reader().pending(chunk))
             if not pending:
                 return total
             try:
@@ -382,7 +394,7 @@ class Vault:
             checks["token"] = "pending"
         else:
             try:
-                verify_reply(seal.token, message_imprint=row.leaf_hash, ca_pem=self._ca_pem())
+                verify_reply(seal.token, message_imprint=row.leaf_hash, ca_pem=self.ca_pem())
                 checks["token"] = True
             except (TimestampingError, OSError):
                 checks["token"] = False
@@ -401,7 +413,7 @@ class Vault:
         ok = all(v is True or isinstance(v, str) for v in checks.values())
         return {"index": idx, "ok": ok, "checks": checks}
 
-    def _ca_pem(self) -> bytes:
+    def ca_pem(self) -> bytes:
         path = self.config.tsa_ca or self.config.data_dir / "keys" / "tsa-ca.pem"
         return path.read_bytes()
 

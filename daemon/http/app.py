@@ -428,6 +428,27 @@ async def get_metrics(request: web.Request) -> web.Response:
     )
 
 
+async def post_audits(request: web.Request) -> web.Response:
+    """An audit trail, answered as the zip (journaled with its hash, see daemon.audit)."""
+    from daemon.audit.service import make_audit, parse_audit_request
+
+    vault = request.app[VAULT]
+    caller = _authenticate(request)
+    body = await _read_body(request, vault.config.body_max_bytes)
+    audit = parse_audit_request(ijson.parse(body, max_bytes=vault.config.body_max_bytes), caller)
+    bundle = await make_audit(vault, caller, audit)
+    request[JOURNALED] = True  # the trail's own journal record says who, what and its hash
+    name = f"piste-{audit.scope.establishment}-{utc_now().date().isoformat()}.zip"
+    return web.Response(
+        body=bundle.data,
+        content_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Bundle-SHA256": bundle.sha256,
+        },
+    )
+
+
 def create_app(vault: Vault) -> web.Application:
     """The vault's aiohttp application; its lifetime starts and stops ``vault``."""
     app = web.Application(
@@ -452,6 +473,7 @@ def create_app(vault: Vault) -> web.Application:
     r.add_get(r"/v1/entries/{index:\d{1,18}}/metadata", get_metadata)
     r.add_get(r"/v1/entries/{index:\d{1,18}}/integrity", get_integrity)
     r.add_get(r"/v1/entries/{index:\d{1,18}}/token", get_token)
+    r.add_post("/v1/audits", post_audits)
     r.add_get("/v1/journal", get_journal)
     r.add_get("/v1/checkpoint", get_checkpoint)
     r.add_get("/v1/checkpoint/verifier", get_verifier)

@@ -160,6 +160,22 @@ def _schemas() -> dict[str, Any]:
         ),
         "StoredEntry": stored,
         "Problem": problem,
+        "AuditRequest": {
+            "type": "object",
+            "properties": {
+                "student": _object(
+                    {"ine": {"type": "string"}, "birth_date": {"type": "string", "format": "date"}},
+                    ["ine", "birth_date"],
+                ),
+                "session": TEXT,
+                "training_action": TEXT,
+                "from": {"type": "string", "format": "date"},
+                "to": {"type": "string", "format": "date"},
+                "funder": TEXT,
+                "file_reference": TEXT,
+            },
+            "additionalProperties": False,
+        },
         "Hashes": _object({"hashes": {"type": "array", "items": HEX32}}, ["hashes"]),
     }
 
@@ -291,6 +307,30 @@ def openapi_document() -> dict[str, Any]:
                         _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
                     ],
                 ),
+            },
+            "/v1/audits": {
+                "post": {
+                    "summary": "An audit trail (zip) of a student, a session or a training action",
+                    "security": AUTH,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AuditRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the bundle (docs/audit.md)",
+                            "content": {
+                                "application/zip": {
+                                    "schema": {
+                                        "type": "string",
+                                        "contentMediaType": "application/zip",
+                                    }
+                                }
+                            },
+                        },
+                        **_problems(401, 403, 404, 413, 415, 422, 503),
+                    },
+                }
             },
             "/v1/entries/count": _get(
                 "Count the caller's entries",

@@ -308,3 +308,52 @@ def test_the_checkers_canonical_json_is_rfc_8785() -> None:
         assert checker.jcs(value) == rfc8785.dumps(value)
 
     same()
+
+
+async def test_the_api_answers_the_zip_to_the_establishment_and_its_auditor(
+    vault: VaultUnderTest, tmp_path: Path
+) -> None:
+    token = vault.token()
+    await _post(vault, token, entry_now(minutes_ago=3), "k1")
+    await _post(vault, token, entry_now("teacher_signed", minutes_ago=2), "k2")
+    auditor = vault.token(role="auditor", label="OPCO Atlas, contrôleur")
+    body = {"session": "S-1", "funder": "OPCO Atlas", "file_reference": "DOS-1"}
+    h = {"Content-Type": "application/json"}
+    for who in (token, auditor):  # no checkpoint covers them yet: the vault makes one
+        resp = await vault.client.post(
+            "/v1/audits", data=json.dumps(body), headers={**vault.headers(who), **h}
+        )
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "application/zip"
+        data = await resp.read()
+        import hashlib
+
+        assert resp.headers["X-Bundle-SHA256"] == hashlib.sha256(data).hexdigest()
+        path = tmp_path / f"api-{who[-4:]}.zip"
+        path.write_bytes(data)
+        assert horodate(["audit", "verify", str(path)]) == 0
+    other = vault.token(est="CFA-NANTES-01")
+    resp = await vault.client.post(
+        "/v1/audits", data=json.dumps(body), headers={**vault.headers(other), **h}
+    )
+    assert resp.status == 404  # another school's session: as if it did not exist
+    admin = vault.token(role="admin", est=None)
+    resp = await vault.client.post(
+        "/v1/audits", data=json.dumps(body), headers={**vault.headers(admin), **h}
+    )
+    assert resp.status == 403
+    bad = {"student": {"ine": INE}, "when": 1, "from": "2026-13-01"}
+    resp = await vault.client.post(
+        "/v1/audits", data=json.dumps(bad), headers={**vault.headers(token), **h}
+    )
+    assert resp.status == 422
+    pointers = {e["pointer"] for e in (await resp.json())["errors"]}
+    assert pointers == {"/when", "/student", "/from"}
+    store = Store.open(vault.data_dir)
+    try:
+        records = [JournalRecord.decode(r) for _, r, _ in store.reader().journal(0, 10_000)]
+    finally:
+        store.close()
+    audits = [r for r in records if r.action == "audit create"]
+    assert [a.actor for a in audits] == ["establishment:CFA-LYON-02", "OPCO Atlas, contrôleur"]
+    assert [a.role for a in audits] == ["establishment", "auditor"]
