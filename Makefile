@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
-APT_PACKAGES := chrony openssl wrk gcc linux-libc-dev default-jdk-headless libbcpkix-java
+APT_PACKAGES := chrony openssl wrk gcc linux-libc-dev default-jdk-headless libbcpkix-java \
+	poppler-utils fonts-dejavu-core
 
 .PHONY: demo test lint bench coverage system-deps venv clean
 
@@ -20,7 +21,9 @@ demo: venv
 
 # Debian packages the tests talk to for real: chronyd (NTP peer), openssl (token
 # verification), wrk (HTTP benchmark), gcc and linux-libc-dev (the PPS ioctl layout is checked
-# against the kernel's own linux/pps.h), a JDK and Bouncy Castle (a third token verifier).
+# against the kernel's own linux/pps.h), a JDK and Bouncy Castle (a third token verifier),
+# poppler-utils (the audit report read back by pdftotext and pdftoppm) and the DejaVu fonts
+# the report is set in.
 # Installed only when missing.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

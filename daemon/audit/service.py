@@ -17,6 +17,7 @@ import datetime as dt
 from typing import Any
 
 from daemon.audit.bundle import AuditRequest, Bundle, NotYetProvable, audit_record, build_bundle
+from daemon.audit.pdf_signing import report_maker
 from daemon.audit.scope import Scope, ScopeError
 from daemon.clock import utc_now
 from daemon.errors import FieldError, InvalidEntry
@@ -26,6 +27,7 @@ from daemon.vault import Caller, Forbidden, NotFound, Vault
 
 _MEMBERS = frozenset(
     {"student", "session", "training_action", "from", "to", "funder", "file_reference"}
+    | {"language"}
 )
 
 
@@ -67,6 +69,9 @@ def parse_audit_request(value: object, caller: Caller) -> AuditRequest:
                 errors.append(FieldError("/student/birth_date", "a YYYY-MM-DD date"))
     fields = {n: _text(value, n, errors) for n in ("session", "training_action", "funder")}
     reference = _text(value, "file_reference", errors)
+    language = value.get("language", "fr")
+    if language not in ("fr", "en"):
+        errors.append(FieldError("/language", "fr or en"))
     period = (_day(value, "from", errors), _day(value, "to", errors))
     if errors:
         raise InvalidEntry(errors)
@@ -83,16 +88,28 @@ def parse_audit_request(value: object, caller: Caller) -> AuditRequest:
     except ScopeError as e:
         raise InvalidEntry([FieldError("", str(e))]) from e
     return AuditRequest(
-        scope=scope, requested_by=caller.label, funder=fields["funder"], file_reference=reference
+        scope=scope,
+        requested_by=caller.label,
+        funder=fields["funder"],
+        file_reference=reference,
+        language=language,
     )
 
 
 async def make_audit(vault: Vault, caller: Caller, request: AuditRequest) -> Bundle:
     """The bundle, once a checkpoint covers the log (one is made now if needed), journaled."""
 
+    keys_dir = vault.config.data_dir / "keys"
+    pdf = report_maker(keys_dir, vault.keys.signer.name, vault.config.tsa_urls)
+
     def build() -> Bundle:
         return build_bundle(
-            vault.store.reader(), vault.keys, request, ca_pem=vault.ca_pem(), now=utc_now()
+            vault.store.reader(),
+            vault.keys,
+            request,
+            ca_pem=vault.ca_pem(),
+            now=utc_now(),
+            render_pdf=pdf,
         )
 
     latest = vault.store.reader().latest_checkpoint()

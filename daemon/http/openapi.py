@@ -173,6 +173,7 @@ def _schemas() -> dict[str, Any]:
                 "to": {"type": "string", "format": "date"},
                 "funder": TEXT,
                 "file_reference": TEXT,
+                "language": {"enum": ["fr", "en"]},
             },
             "additionalProperties": False,
         },

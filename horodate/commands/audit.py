@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from horodate.commands.vault import DEFAULT_DATA_DIR
+from horodate.commands.vault import DEFAULT_DATA_DIR, DEFAULT_TSA
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--funder", help="who asks, e.g. 'OPCO Atlas' (in the report)")
     create.add_argument("--file-reference", help="the funder's file number (in the report)")
     create.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots of the tokens")
+    create.add_argument(
+        "--tsa",
+        action="append",
+        metavar="URL",
+        help=f"the TSA time-stamping report.pdf (default {DEFAULT_TSA}); several allowed",
+    )
+    create.add_argument("--lang", choices=["fr", "en"], default="fr", help="of report.pdf")
     create.add_argument("-o", "--output", type=Path, required=True, metavar="BUNDLE.zip")
     create.set_defaults(func=run_create)
     verify = tools.add_parser(
@@ -61,6 +68,7 @@ def _date(text: str | None, what: str) -> dt.date | None:
 
 def run_create(args: argparse.Namespace) -> int:
     from daemon.audit.bundle import AuditRequest, build_bundle
+    from daemon.audit.pdf_signing import report_maker
     from daemon.audit.scope import Scope
     from daemon.clock import utc_now
     from daemon.errors import VaultError
@@ -88,8 +96,12 @@ def run_create(args: argparse.Namespace) -> int:
                 requested_by="command line",
                 funder=args.funder,
                 file_reference=args.file_reference,
+                language=args.lang,
             )
-            bundle = build_bundle(store.reader(), keys, request, ca_pem=ca_pem, now=utc_now())
+            pdf = report_maker(args.data_dir / "keys", keys.signer.name, args.tsa or [DEFAULT_TSA])
+            bundle = build_bundle(
+                store.reader(), keys, request, ca_pem=ca_pem, now=utc_now(), render_pdf=pdf
+            )
             args.output.write_bytes(bundle.data)
             _journal(store, keys, request, bundle.sha256, bundle.entries)
         finally:

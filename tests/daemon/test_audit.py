@@ -6,6 +6,7 @@ byte of an entry, a disclosure, a token, a proof or the checkpoint changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -62,8 +63,9 @@ async def bundle(vault: VaultUnderTest, tmp_path: Path) -> Path:
     out = tmp_path / "trail.zip"
     args = ["audit", "create", "--data-dir", str(vault.data_dir), "--establishment", "CFA-LYON-02"]
     args += ["--ine", INE, "--birth-date", BIRTH, "--funder", "OPCO Atlas", "-o", str(out)]
-    args += ["--file-reference", "DOS-2026-0042"]
-    assert horodate(args) == 0
+    args += ["--file-reference", "DOS-2026-0042", "--tsa", vault.appliance.url]
+    # in a thread: report.pdf is time-stamped by the appliance this event loop serves
+    assert await asyncio.to_thread(horodate, args) == 0
     return out
 
 
@@ -129,7 +131,8 @@ def test_a_students_trail_holds_their_entries_and_their_sessions_only(bundle: Pa
     assert "no_counter_signature" in codes
     s2 = [e["index"] for e in report["entries"] if e["session"] == "S-2"]
     assert codes["no_counter_signature"]["entries"] == s2
-    for name in ("VERIFY.md", "check.py", "checkpoint.txt", "vault.vkey", "certs/ca.pem"):
+    for name in ("VERIFY.md", "check.py", "checkpoint.txt", "vault.vkey", "certs/ca.pem",
+                 "report.pdf"):  # fmt: skip
         assert name in files
 
 
@@ -267,6 +270,7 @@ async def test_a_request_naming_no_scope_or_an_empty_one_is_refused(
     await vault.vault.make_checkpoint()
     base = ["audit", "create", "--data-dir", str(vault.data_dir), "--establishment", "CFA-LYON-02"]
     out = str(tmp_path / "x.zip")
+    base += ["--tsa", vault.appliance.url]
     assert horodate([*base, "--ine", INE, "-o", out]) == 1
     assert "ine and birth_date together" in capsys.readouterr().err
     assert horodate([*base, "--session", "NO-SUCH", "-o", out]) == 1
