@@ -19,14 +19,15 @@ the triggers: it recomputes everything from the bytes (an attacker can drop a tr
 - ``sessions``: the state of each session after each entry that changed it (derived from
   the leaves, kept so that the vault need not replay the log at start).
 - ``idempotency``: which key made which entries, and the body's hash.
-- ``api_tokens``: bearer tokens, hashed.
+- ``api_tokens``: bearer tokens, hashed; ``expires_at`` (v2) when one is granted for a
+  time (an auditor's).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 APPEND_ONLY_TABLES: Final = (
     "entries",
@@ -136,5 +137,9 @@ def _v1() -> str:
     return _V1 + triggers + "\n" + no_update
 
 
+# v2: a bearer token may expire (an establishment grants its funder's auditor a token for a
+# time). NULL: it does not.
+_V2: Final = "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT;"
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (n = 0: an empty file).
-MIGRATIONS: Final = (_v1(),)
+MIGRATIONS: Final = (_v1(), _V2)

@@ -105,6 +105,7 @@ class TokenRow:
     establishment: str | None
     label: str
     created_at: str
+    expires_at: str | None = None  # RFC 3339 UTC; None: never
 
 
 def wrap(e: sqlite3.Error) -> StoreError:
@@ -335,8 +336,8 @@ class Writer(Reader):
 
     def add_api_token(self, r: TokenRow) -> None:
         self._run(
-            "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?)",
-            r.token_hash, r.role, r.establishment, r.label, r.created_at,
+            "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, ?)",
+            r.token_hash, r.role, r.establishment, r.label, r.created_at, r.expires_at,
         )  # fmt: skip
 
     def set_meta(self, name: str, value: str) -> None:

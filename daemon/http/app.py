@@ -142,6 +142,10 @@ def _caller(request: web.Request) -> Caller:
     row = request.app[VAULT].store.reader().api_token(token_hash(token.strip()))
     if row is None:
         raise HttpProblem(401, "unauthorized", "Unauthorized", "this bearer token is not known")
+    if row.expires_at is not None and utc_text(utc_now()) >= row.expires_at:
+        raise HttpProblem(
+            401, "unauthorized", "Unauthorized", f"this bearer token expired at {row.expires_at}"
+        )
     return Caller(role=row.role, establishment=row.establishment, label=row.label)
 
 

@@ -18,6 +18,7 @@ log = logging.getLogger("horodate.vault")
 DEFAULT_DATA_DIR = Path("/var/lib/horodate/vault")
 DEFAULT_LISTEN = "127.0.0.1:3190"
 DEFAULT_TSA = "http://127.0.0.1:3180/tsa"
+AUDITOR_DAYS = 90  # a funder's control lasts weeks; the establishment grants a new token after
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--role", required=True, choices=["establishment", "auditor", "admin"])
     create.add_argument("--establishment", metavar="CODE", help="for establishment and auditor")
     create.add_argument("--label", help="who holds it (journaled with each of its calls)")
+    create.add_argument(
+        "--expires-days",
+        type=float,
+        metavar="DAYS",
+        help=f"refused after this many days (an auditor's default: {AUDITOR_DAYS}; others: never)",
+    )
     create.set_defaults(func=run_keys_create)
 
     verify = tools.add_parser(
@@ -187,19 +194,28 @@ def run_keys_create(args: argparse.Namespace) -> int:
         return 2
     establishment = args.establishment if role is not Role.ADMIN else None
     label = args.label or f"{role}:{establishment or 'operator'}"
+    days = args.expires_days if args.expires_days is not None else (
+        AUDITOR_DAYS if role is Role.AUDITOR else None
+    )  # fmt: skip
+    if days is not None and not 0 < days <= 3660:
+        print("horodate vault keys create: --expires-days is from 0 to 3660", file=sys.stderr)
+        return 2
     token = new_token()
     try:
         conf = _load_toml(args.config)
         store = Store.open(_data_dir(args, conf))
         try:
-            now = utc_text(utc_now())
+            moment = utc_now()
+            now = utc_text(moment)
+            expires = None if days is None else utc_text(moment + dt.timedelta(days=days))
             record = JournalRecord(
                 at=now,
                 actor="command line",
                 role="admin",
                 establishment=establishment,
                 action="vault keys create",
-                target=f"token {label} ({role})",
+                target=f"token {label} ({role})"
+                + ("" if expires is None else f", expires {expires}"),
                 outcome="ok",
                 status=0,
             )
@@ -211,6 +227,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
                         establishment=establishment,
                         label=label,
                         created_at=now,
+                        expires_at=expires,
                     )
                 )
                 seq, head = w.journal_head()
@@ -221,7 +238,11 @@ def run_keys_create(args: argparse.Namespace) -> int:
     except (VaultError, OSError, ValueError) as e:
         print(f"horodate vault keys create: {e}", file=sys.stderr)
         return 1
-    print(f"bearer token for {label} ({role}); it is shown once, the vault keeps only its hash:")
+    until = "" if expires is None else f", valid until {expires}"
+    print(
+        f"bearer token for {label} ({role}{until}); it is shown once, the vault keeps only "
+        "its hash:"
+    )
     print(token)
     return 0
 
