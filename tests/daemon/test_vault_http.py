@@ -161,8 +161,9 @@ async def test_a_tsa_outage_gives_202_then_the_backlog_is_sealed_oldest_first(
     token = vault.token()
     vault.appliance.refusing[0] = True
     receipts = []
+    bodies = [entry_now(minutes_ago=3 - n) for n in range(3)]  # replayed byte for byte below
     for n in range(3):
-        resp = await post(vault, entry_now(minutes_ago=3 - n), token=token, key=f"o{n}")
+        resp = await post(vault, bodies[n], token=token, key=f"o{n}")
         assert resp.status == 202
         receipts.append(await resp.json())
     assert all(r["sealed"] is False and r["token"] is None for r in receipts)
@@ -180,7 +181,7 @@ async def test_a_tsa_outage_gives_202_then_the_backlog_is_sealed_oldest_first(
     verify_reply(
         reply, message_imprint=bytes.fromhex(got["leaf_hash"]), ca_pem=vault.appliance.ca_pem
     )
-    replay = await post(vault, entry_now(minutes_ago=3), token=token, key="o0")
+    replay = await post(vault, bodies[0], token=token, key="o0")
     assert replay.status == 201 and (await replay.json())["sealed"] is True
 
 
