@@ -21,7 +21,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -360,6 +360,19 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise wrap(e) from e
     return conn
+
+
+def node_lookup(reader: Reader) -> Callable[[int, int], bytes]:
+    """The tree's stored node (level, index) for :mod:`daemon.merkle`; a missing one is an
+    error that says to run ``vault verify`` (every complete subtree is stored)."""
+
+    def node(level: int, idx: int) -> bytes:
+        h = reader.node(level, idx)
+        if h is None:
+            raise StoreError(f"tree node ({level}, {idx}) missing: run vault verify")
+        return h
+
+    return node
 
 
 class Store:

@@ -26,14 +26,14 @@ from typing import Any, Final, TypeVar
 from daemon import merkle
 from daemon.clock import utc_now, utc_text
 from daemon.committer import Committer
-from daemon.errors import Refused, VaultError
+from daemon.errors import VaultError
 from daemon.journal import JournalRecord
 from daemon.keys import Role, VaultKeys, load_or_create
 from daemon.leaf import make_leaf, open_leaf, student_lookup
 from daemon.note import Checkpoint, sign_checkpoint
 from daemon.records import Entry, entry_to_json
 from daemon.sequencer import Deposit, Deposited, Prepared, Sequencer, body_hash
-from daemon.store import CheckpointRow, Reader, SealRow, Store, StoreFull
+from daemon.store import CheckpointRow, Reader, SealRow, Store, StoreFull, node_lookup
 from timestamping.aio_client import AsyncTsaClient, Seal
 from timestamping.errors import TimestampingError
 
@@ -301,7 +301,7 @@ class Vault:
         """Sign the tree head at the committed size, time-stamp the note, keep both."""
         reader = self.store.reader()
         size = reader.size()  # committed: the sequencer's may be ahead of the COMMIT
-        root = merkle.root(size, _node_lookup(reader))
+        root = merkle.root(size, node_lookup(reader))
         note = sign_checkpoint(
             Checkpoint(origin=self.config.name, size=size, root=root), self.keys.signer
         )
@@ -342,7 +342,7 @@ class Vault:
         checkpoint = reader.latest_checkpoint()
         inclusion = None
         if checkpoint is not None and idx < checkpoint.size:
-            hashes = merkle.inclusion_proof(idx, checkpoint.size, _node_lookup(reader))
+            hashes = merkle.inclusion_proof(idx, checkpoint.size, node_lookup(reader))
             inclusion = {"tree_size": checkpoint.size, "hashes": [h.hex() for h in hashes]}
         return {
             "index": idx,
@@ -403,7 +403,7 @@ class Vault:
             checks["inclusion"] = "not yet in a checkpoint"
         else:
             cp = Checkpoint.parse(checkpoint.note.split("\n\n", 1)[0] + "\n")
-            node = _node_lookup(reader)
+            node = node_lookup(reader)
             proof = merkle.inclusion_proof(idx, cp.size, node)
             try:
                 merkle.verify_inclusion(idx, cp.size, row.leaf_hash, proof, cp.root)
@@ -486,13 +486,13 @@ class Vault:
         reader = self.store.reader()
         if not 0 <= idx < size <= reader.size():
             raise NotFound(f"no inclusion proof for index {idx} in a tree of size {size}")
-        return merkle.inclusion_proof(idx, size, _node_lookup(reader))
+        return merkle.inclusion_proof(idx, size, node_lookup(reader))
 
     def consistency(self, first: int, second: int) -> list[bytes]:
         reader = self.store.reader()
         if not 0 < first <= second <= reader.size():
             raise NotFound(f"no consistency proof from size {first} to {second}")
-        return merkle.consistency_proof(first, second, _node_lookup(reader))
+        return merkle.consistency_proof(first, second, node_lookup(reader))
 
     # -- the journal --------------------------------------------------------------------
 
@@ -531,16 +531,3 @@ def _seal_row(idx: int, seal: Seal) -> SealRow:
         gen_time=utc_text(seal.info.gen_time),
         sealed_at=utc_text(utc_now()),
     )
-
-
-def _node_lookup(reader: Reader) -> Any:
-    def node(level: int, idx: int) -> bytes:
-        h = reader.node(level, idx)
-        if h is None:
-            raise VaultError(f"tree node ({level}, {idx}) missing: run vault verify")
-        return h
-
-    return node
-
-
-__all__ = ["Caller", "Forbidden", "NotFound", "Refused", "Vault", "VaultConfig"]

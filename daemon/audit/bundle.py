@@ -42,7 +42,7 @@ from daemon.journal import JournalRecord
 from daemon.keys import VaultKeys
 from daemon.leaf import canonical, open_leaf
 from daemon.note import Checkpoint
-from daemon.store import CheckpointRow, EntryRow, Reader
+from daemon.store import CheckpointRow, EntryRow, Reader, node_lookup
 from timestamping.reply import parse_reply
 
 BUNDLE_FORMAT: Final = "horodate/audit/v1"
@@ -101,16 +101,6 @@ def audit_record(
     )  # fmt: skip
 
 
-def _node(reader: Reader) -> Callable[[int, int], bytes]:
-    def node(level: int, idx: int) -> bytes:
-        h = reader.node(level, idx)
-        if h is None:
-            raise ScopeError(f"tree node ({level}, {idx}) missing: run vault verify")
-        return h
-
-    return node
-
-
 def _plain(row: EntryRow) -> dict[str, Any]:
     """An entry's leaf as JSON, its personal members still committed: what controls may
     read of entries outside the scope."""
@@ -153,7 +143,7 @@ def build_bundle(
     sealed: dict[int, Sealed] = {}
     tsa_certs: dict[bytes, None] = {}
     leaf_hashes: dict[int, bytes] = {}
-    node = _node(reader)
+    node = node_lookup(reader)
     for idx in indices:
         row = reader.entry(idx)
         assert row is not None

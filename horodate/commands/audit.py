@@ -123,7 +123,7 @@ def _cover_with_a_checkpoint(store: Any, keys: Any) -> None:
     from daemon.clock import utc_now, utc_text
     from daemon.note import Checkpoint, sign_checkpoint
     from daemon.sequencer import Sequencer
-    from daemon.store import CheckpointRow
+    from daemon.store import CheckpointRow, node_lookup
 
     reader = store.reader()
     size = reader.size()
@@ -131,12 +131,9 @@ def _cover_with_a_checkpoint(store: Any, keys: Any) -> None:
     if latest is not None and latest.size >= size:
         return
 
-    def node(level: int, idx: int) -> bytes:
-        h: bytes | None = reader.node(level, idx)
-        assert h is not None, f"tree node ({level}, {idx}) missing: run vault verify"
-        return h
-
-    note = sign_checkpoint(Checkpoint(keys.signer.name, size, merkle.root(size, node)), keys.signer)
+    note = sign_checkpoint(
+        Checkpoint(keys.signer.name, size, merkle.root(size, node_lookup(reader))), keys.signer
+    )
     row = CheckpointRow(size=size, note=note, token=None, created_at=utc_text(utc_now()))
     with store.transaction() as w:
         Sequencer().checkpoint(row)(w)

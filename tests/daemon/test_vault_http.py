@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from daemon.note import Verifier, verify_checkpoint
 
 from daemon import merkle
 from daemon.journal import check_chain
+from daemon.note import Verifier, verify_checkpoint
 from timestamping.verify import verify_reply, verify_with_openssl
 
 from .conftest import EXAMPLE, VaultUnderTest, entry_now
