@@ -80,6 +80,7 @@ def audit_record(
     actor: str,
     role: str = "admin",
     status: int = 0,
+    action: str = "audit create",
 ) -> JournalRecord:
     """The journal's record of one audit trail produced: who asked, for which funder and
     file, the scope (a student by keyed lookup, never by INE), and the bundle's hash."""
@@ -94,7 +95,7 @@ def audit_record(
         actor=actor,
         role=role,
         establishment=request.scope.establishment,
-        action="audit create",
+        action=action,
         target="; ".join(parts),
         outcome="ok",
         status=status,

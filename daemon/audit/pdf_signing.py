@@ -163,3 +163,26 @@ def report_maker(
         )
 
     return make
+
+
+_CERTIFICATE_REASONS: Final = {
+    "fr": "Certificat de réalisation établi d'après les émargements conservés par le coffre",
+    "en": "Certificate of completion from the sign-in records the vault keeps",
+}
+
+
+def certificate_maker(
+    keys_dir: Path, name: str, tsa_urls: Sequence[str]
+) -> Callable[[dict[str, Any], bytes, str], bytes]:
+    """What :func:`daemon.audit.certificate.make_certificate` calls to set and sign it."""
+    from daemon.audit.certificate_pdf import render_certificate
+
+    key, cert = document_credentials(keys_dir, name)
+
+    def make(facts: dict[str, Any], bundle: bytes, language: str) -> bytes:
+        pdf = render_certificate(facts, bundle, language)
+        place = facts["provider"].get("place") or name
+        reason = _CERTIFICATE_REASONS[language]
+        return sign_report(pdf, key=key, cert=cert, tsa_urls=tsa_urls, place=place, reason=reason)
+
+    return make

@@ -137,9 +137,12 @@ WORDS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-class _Pdf(FPDF):
-    def __init__(self, words: dict[str, Any], footer_text: str) -> None:
-        super().__init__(orientation="L", unit="mm", format="A4")
+class AuditPdf(FPDF):
+    """An A4 page in DejaVu Sans (or Helvetica), a footer with the page number: the report's
+    and the certificate's."""
+
+    def __init__(self, words: dict[str, Any], footer_text: str, orientation: str = "L") -> None:
+        super().__init__(orientation=orientation, unit="mm", format="A4")
         self.words = words
         self.footer_text = footer_text
         self.family = "Helvetica"
@@ -198,7 +201,7 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
     """The report as PDF bytes (unsigned)."""
     words = WORDS[language]
     scope = report["scope"]
-    pdf = _Pdf(words, f"{report['vault']} · {_when(report['generated_at'])}")
+    pdf = AuditPdf(words, f"{report['vault']} · {_when(report['generated_at'])}")
     t = pdf.text_
     pdf.add_page()
     pdf.set_title(t(words["title"]))
@@ -217,6 +220,8 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
         what = (
             f"{words['student']} : {name} (INE {who['ine']}, {words['born']} {who['birth_date']})"
         )
+        if scope.get("training_action"):
+            what += f" — {words['action']} : {scope['training_action']}"
     elif scope["kind"] == "session":
         what = f"{words['session']} {scope['session']}"
     else:
@@ -330,7 +335,7 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
     return bytes(pdf.output())
 
 
-def _section(pdf: _Pdf, title: str) -> None:
+def _section(pdf: AuditPdf, title: str) -> None:
     pdf.ln(3)
     pdf.set_font(pdf.family, "B", 11)
     pdf.cell(0, 7, pdf.text_(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)

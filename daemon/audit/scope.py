@@ -2,7 +2,9 @@
 
 Three kinds of request (DESIGN.md, the audit bundle): a student (INE + birth date, found by
 the keyed lookup, across years), a session, or a training action; each optionally bounded
-to a period of session dates (inclusive, the session's own local date).
+to a period of session dates (inclusive, the session's own local date). A student's request
+may also name a training action, to keep to that action's sessions (what a certificate of
+completion attests).
 
 A student's trail holds the student's own entries and, for each session they appear in,
 the session's entries about nobody in particular (roll call opened, the trainer's
@@ -40,12 +42,12 @@ class Scope:
     period_to: dt.date | None = None  # inclusive
 
     def __post_init__(self) -> None:
-        named = [
-            x is not None for x in (self.ine or self.birth_date, self.session, self.training_action)
-        ]
-        if sum(named) != 1:
+        student = self.ine is not None or self.birth_date is not None
+        named = [student, self.session is not None, self.training_action is not None]
+        if sum(named) != 1 and named != [True, False, True]:
             raise ScopeError(
-                "name one scope: a student (ine and birth_date), a session, or a training action"
+                "name one scope: a student (ine and birth_date), a session, or a training "
+                "action (or a student and a training action)"
             )
         if (self.ine is None) != (self.birth_date is None):
             raise ScopeError("a student is named by ine and birth_date together")
@@ -80,12 +82,20 @@ class Scope:
         if self.ine is not None and self.birth_date is not None:
             who = student_lookup(lookup_secret, self.establishment, self.ine, self.birth_date)
             what = f"student {who.hex()[:16]}"
+            if self.training_action is not None:
+                what += f" in training action {self.training_action}"
         elif self.session is not None:
             what = f"session {self.session}"
         else:
             what = f"training action {self.training_action}"
         period = f" from {self.period_from or '…'} to {self.period_to or '…'}"
         return what + (period if self.period_from or self.period_to else "")
+
+    def covers(self, session: dict[str, Any]) -> bool:
+        """Whether a session is in the scope's period (and action, when it names one)."""
+        if self.training_action is not None and session["training_action"] != self.training_action:
+            return False
+        return self.in_period(session["start"])
 
     def in_period(self, session_start: str) -> bool:
         day = dt.datetime.fromisoformat(session_start).date()
@@ -110,14 +120,14 @@ def select(reader: Reader, scope: Scope, lookup_secret: bytes) -> list[int]:
         for idx in reader.find(est, lookup=lookup, limit=_ALL):
             row = reader.entry(idx)
             assert row is not None
-            if scope.in_period(_session_of(row)["start"]):
+            if scope.covers(_session_of(row)):
                 chosen.add(idx)
                 sessions.add(row.session_id)
         for sid in sorted(sessions):
             for idx in reader.find(est, session_id=sid, limit=_ALL):
                 row = reader.entry(idx)
                 assert row is not None
-                if row.kind in NO_STUDENT and scope.in_period(_session_of(row)["start"]):
+                if row.kind in NO_STUDENT and scope.covers(_session_of(row)):
                     chosen.add(idx)
     elif scope.session is not None:
         for idx in reader.find(est, session_id=scope.session, limit=_ALL):
@@ -127,10 +137,7 @@ def select(reader: Reader, scope: Scope, lookup_secret: bytes) -> list[int]:
                 chosen.add(idx)
     else:
         for row in reader.establishment_entries(est):
-            session = _session_of(row)
-            if session["training_action"] == scope.training_action and scope.in_period(
-                session["start"]
-            ):
+            if scope.covers(_session_of(row)):
                 chosen.add(row.idx)
     frontier = list(chosen)
     while frontier:  # corrections of what is in scope, and of those corrections

@@ -453,6 +453,29 @@ async def post_audits(request: web.Request) -> web.Response:
     )
 
 
+async def post_certificates(request: web.Request) -> web.Response:
+    """A certificate of completion, answered as the signed PDF carrying its audit trail."""
+    from daemon.audit.service import make_certificate, parse_certificate_request
+
+    vault = request.app[VAULT]
+    caller = _authenticate(request)
+    body = await _read_body(request, vault.config.body_max_bytes)
+    asked = parse_certificate_request(
+        ijson.parse(body, max_bytes=vault.config.body_max_bytes), caller
+    )
+    certificate = await make_certificate(vault, caller, asked)
+    request[JOURNALED] = True
+    name = f"certificat-{asked.audit.scope.establishment}-{utc_now().date().isoformat()}.pdf"
+    return web.Response(
+        body=certificate.pdf,
+        content_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Bundle-SHA256": certificate.bundle.sha256,
+        },
+    )
+
+
 def create_app(vault: Vault) -> web.Application:
     """The vault's aiohttp application; its lifetime starts and stops ``vault``."""
     app = web.Application(
@@ -478,6 +501,7 @@ def create_app(vault: Vault) -> web.Application:
     r.add_get(r"/v1/entries/{index:\d{1,18}}/integrity", get_integrity)
     r.add_get(r"/v1/entries/{index:\d{1,18}}/token", get_token)
     r.add_post("/v1/audits", post_audits)
+    r.add_post("/v1/certificates", post_certificates)
     r.add_get("/v1/journal", get_journal)
     r.add_get("/v1/checkpoint", get_checkpoint)
     r.add_get("/v1/checkpoint/verifier", get_verifier)

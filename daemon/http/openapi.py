@@ -140,6 +140,23 @@ def _schemas() -> dict[str, Any]:
             "checkpoint",
         ],
     }
+    audit: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "student": _object(
+                {"ine": {"type": "string"}, "birth_date": {"type": "string", "format": "date"}},
+                ["ine", "birth_date"],
+            ),
+            "session": TEXT,
+            "training_action": TEXT,
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "funder": TEXT,
+            "file_reference": TEXT,
+            "language": {"enum": ["fr", "en"]},
+        },
+        "additionalProperties": False,
+    }
     return {
         "Entry": entry,
         "Batch": _object(
@@ -160,21 +177,20 @@ def _schemas() -> dict[str, Any]:
         ),
         "StoredEntry": stored,
         "Problem": problem,
-        "AuditRequest": {
+        "AuditRequest": audit,
+        "CertificateRequest": {
             "type": "object",
             "properties": {
-                "student": _object(
-                    {"ine": {"type": "string"}, "birth_date": {"type": "string", "format": "date"}},
-                    ["ine", "birth_date"],
-                ),
-                "session": TEXT,
-                "training_action": TEXT,
-                "from": {"type": "string", "format": "date"},
-                "to": {"type": "string", "format": "date"},
-                "funder": TEXT,
-                "file_reference": TEXT,
-                "language": {"enum": ["fr", "en"]},
+                **{k: v for k, v in audit["properties"].items() if k != "session"},
+                "nature": {"enum": ["formation", "bilan", "vae", "apprentissage"]},
+                "provider": {
+                    "type": "object",
+                    "properties": {k: TEXT for k in ("name", "nda", "signatory", "place")},
+                    "required": ["name"],
+                    "additionalProperties": False,
+                },
             },
+            "required": ["student", "training_action", "provider"],
             "additionalProperties": False,
         },
         "Hashes": _object({"hashes": {"type": "array", "items": HEX32}}, ["hashes"]),
@@ -200,6 +216,27 @@ def _problems(*codes: int) -> dict[str, Any]:
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _post_document(summary: str, schema: str, media: str, description: str) -> dict[str, Any]:
+    """A POST answering a document (the audit zip, the certificate PDF)."""
+    return {
+        "post": {
+            "summary": summary,
+            "security": AUTH,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(schema)}},
+            },
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {media: {"schema": {"type": "string", "contentMediaType": media}}},
+                },
+                **_problems(401, 403, 404, 413, 415, 422, 503),
+            },
+        }
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -309,30 +346,18 @@ def openapi_document() -> dict[str, Any]:
                     ],
                 ),
             },
-            "/v1/audits": {
-                "post": {
-                    "summary": "An audit trail (zip) of a student, a session or a training action",
-                    "security": AUTH,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("AuditRequest")}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "the bundle (docs/audit.md)",
-                            "content": {
-                                "application/zip": {
-                                    "schema": {
-                                        "type": "string",
-                                        "contentMediaType": "application/zip",
-                                    }
-                                }
-                            },
-                        },
-                        **_problems(401, 403, 404, 413, 415, 422, 503),
-                    },
-                }
-            },
+            "/v1/audits": _post_document(
+                "An audit trail (zip) of a student, a session or a training action",
+                "AuditRequest",
+                "application/zip",
+                "the bundle (docs/audit.md)",
+            ),
+            "/v1/certificates": _post_document(
+                "The certificate of completion of a trainee in an action (signed PDF)",
+                "CertificateRequest",
+                "application/pdf",
+                "the certificate, its audit trail attached (docs/audit.md)",
+            ),
             "/v1/entries/count": _get(
                 "Count the caller's entries",
                 _json(_object({"count": {"type": "integer"}}, ["count"]), "the count"),

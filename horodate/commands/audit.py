@@ -42,6 +42,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--lang", choices=["fr", "en"], default="fr", help="of report.pdf")
     create.add_argument("-o", "--output", type=Path, required=True, metavar="BUNDLE.zip")
     create.set_defaults(func=run_create)
+    cert = tools.add_parser(
+        "certificate",
+        help="the certificate of completion of a trainee in an action (signed PDF)",
+        description="The Ministry of Labour's 'certificat de réalisation', filled from the "
+        "vault: the hours the trainee actually attended in the action, the trainee's audit "
+        "trail attached to the PDF and referenced by its SHA-256; signed like report.pdf.",
+    )
+    cert.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the vault's data")
+    cert.add_argument("--establishment", required=True, metavar="CODE")
+    cert.add_argument("--ine", required=True, help="the trainee, with --birth-date")
+    cert.add_argument("--birth-date", required=True, metavar="YYYY-MM-DD")
+    cert.add_argument("--training-action", required=True, metavar="NAME")
+    cert.add_argument("--from", dest="period_from", metavar="YYYY-MM-DD", help="first day")
+    cert.add_argument("--to", dest="period_to", metavar="YYYY-MM-DD", help="last day")
+    cert.add_argument("--provider", required=True, metavar="NAME", help="who provides the action")
+    cert.add_argument("--nda", metavar="NUMBER", help="the provider's numéro de déclaration")
+    cert.add_argument("--signatory", help="who signs for the provider, e.g. 'M. Martin, directeur'")
+    cert.add_argument("--place", help="'Fait à …'")
+    cert.add_argument(
+        "--nature",
+        choices=["formation", "bilan", "vae", "apprentissage"],
+        default="formation",
+        help="the model's box: training (default), skills assessment, VAE, apprenticeship",
+    )
+    cert.add_argument("--funder", help="who pays, e.g. 'OPCO Atlas'")
+    cert.add_argument("--file-reference", help="the funder's file number")
+    cert.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots of the tokens")
+    cert.add_argument("--tsa", action="append", metavar="URL", help="the TSA time-stamping it")
+    cert.add_argument("--lang", choices=["fr", "en"], default="fr")
+    cert.add_argument("-o", "--output", type=Path, required=True, metavar="CERTIFICATE.pdf")
+    cert.add_argument("--bundle", type=Path, metavar="BUNDLE.zip",
+                      help="also write the attached audit trail here")  # fmt: skip
+    cert.set_defaults(func=run_certificate)
     verify = tools.add_parser(
         "verify", help="check an audit trail offline; exit 0 only if all holds"
     )
@@ -66,54 +99,97 @@ def _date(text: str | None, what: str) -> dt.date | None:
         ) from None
 
 
-def run_create(args: argparse.Namespace) -> int:
-    from daemon.audit.bundle import AuditRequest, build_bundle
-    from daemon.audit.pdf_signing import report_maker
+def _request(args: argparse.Namespace) -> Any:
+    from daemon.audit.bundle import AuditRequest
     from daemon.audit.scope import Scope
+
+    scope = Scope(
+        establishment=args.establishment,
+        ine=args.ine,
+        birth_date=args.birth_date,
+        session=getattr(args, "session", None),
+        training_action=args.training_action,
+        period_from=_date(args.period_from, "--from"),
+        period_to=_date(args.period_to, "--to"),
+    )
+    return AuditRequest(
+        scope=scope,
+        requested_by="command line",
+        funder=args.funder,
+        file_reference=args.file_reference,
+        language=args.lang,
+    )
+
+
+def _produce(args: argparse.Namespace, what: str, make: Any) -> int:
+    """Open the vault, cover it with a checkpoint, ``make(store, keys, ca_pem, build)`` the
+    document (``build(request)`` gives a bundle), write it, journal the trail it holds."""
+    from daemon.audit.bundle import build_bundle
+    from daemon.audit.pdf_signing import report_maker
     from daemon.clock import utc_now
     from daemon.errors import VaultError
     from daemon.keys import load_existing
     from daemon.store import Store
 
     try:
-        scope = Scope(
-            establishment=args.establishment,
-            ine=args.ine,
-            birth_date=args.birth_date,
-            session=args.session,
-            training_action=args.training_action,
-            period_from=_date(args.period_from, "--from"),
-            period_to=_date(args.period_to, "--to"),
-        )
         keys = load_existing(args.data_dir / "keys")
         ca_path = args.tsa_ca or args.data_dir / "keys" / "tsa-ca.pem"
         ca_pem = ca_path.read_bytes()
+        tsa = args.tsa or [DEFAULT_TSA]
         store = Store.open(args.data_dir)
         try:
             _cover_with_a_checkpoint(store, keys)
-            request = AuditRequest(
-                scope=scope,
-                requested_by="command line",
-                funder=args.funder,
-                file_reference=args.file_reference,
-                language=args.lang,
-            )
-            pdf = report_maker(args.data_dir / "keys", keys.signer.name, args.tsa or [DEFAULT_TSA])
-            bundle = build_bundle(
-                store.reader(), keys, request, ca_pem=ca_pem, now=utc_now(), render_pdf=pdf
-            )
-            args.output.write_bytes(bundle.data)
-            _journal(store, keys, request, bundle.sha256, bundle.entries)
+            pdf = report_maker(args.data_dir / "keys", keys.signer.name, tsa)
+
+            def build(request: Any) -> Any:
+                return build_bundle(
+                    store.reader(), keys, request, ca_pem=ca_pem, now=utc_now(), render_pdf=pdf
+                )
+
+            request, bundle, document = make(keys, tsa, build)
+            args.output.write_bytes(document)
+            _journal(store, keys, request, bundle.sha256, bundle.entries, what)
         finally:
             store.close()
     except (VaultError, OSError) as e:
-        print(f"horodate audit create: {e}", file=sys.stderr)
+        print(f"horodate audit {args.audit_command}: {e}", file=sys.stderr)
         return 1
     print(
         f"{args.output}: {bundle.entries} entries, {bundle.findings} control finding(s), "
-        f"SHA-256 {bundle.sha256}"
+        f"{'trail ' if what != 'audit create' else ''}SHA-256 {bundle.sha256}"
     )
     return 0
+
+
+def run_create(args: argparse.Namespace) -> int:
+    def make(keys: Any, tsa: list[str], build: Any) -> tuple[Any, Any, bytes]:
+        request = _request(args)
+        bundle = build(request)
+        return request, bundle, bundle.data
+
+    return _produce(args, "audit create", make)
+
+
+def run_certificate(args: argparse.Namespace) -> int:
+    from daemon.audit.certificate import CertificateRequest, Provider, make_certificate
+    from daemon.audit.pdf_signing import certificate_maker
+    from daemon.clock import utc_now
+
+    def make(keys: Any, tsa: list[str], build: Any) -> tuple[Any, Any, bytes]:
+        provider = Provider(name=args.provider, nda=args.nda, signatory=args.signatory,
+                            place=args.place)  # fmt: skip
+        request = CertificateRequest(audit=_request(args), provider=provider, nature=args.nature)
+        render = certificate_maker(args.data_dir / "keys", keys.signer.name, tsa)
+        certificate = make_certificate(request, build, render, utc_now())
+        if args.bundle is not None:
+            args.bundle.write_bytes(certificate.bundle.data)
+        facts = certificate.facts
+        print(f"{facts['trainee']['ine']} in {facts['training_action']}: "
+              f"{facts['hours_attended']:g} h attended of {facts['hours_planned']:g} h planned, "
+              f"{facts['first_day']} to {facts['last_day']}")  # fmt: skip
+        return request.audit, certificate.bundle, certificate.pdf
+
+    return _produce(args, "audit certificate", make)
 
 
 def _cover_with_a_checkpoint(store: Any, keys: Any) -> None:
@@ -139,11 +215,13 @@ def _cover_with_a_checkpoint(store: Any, keys: Any) -> None:
         Sequencer().checkpoint(row)(w)
 
 
-def _journal(store: Any, keys: Any, request: Any, sha256: str, entries: int) -> None:
+def _journal(store: Any, keys: Any, request: Any, sha256: str, entries: int, action: str) -> None:
     from daemon.audit.bundle import audit_record
     from daemon.journal import GENESIS, link
 
-    record = audit_record(request, keys.lookup_secret, sha256, entries, actor="command line")
+    record = audit_record(
+        request, keys.lookup_secret, sha256, entries, actor="command line", action=action
+    )
     with store.transaction() as w:
         seq, head = w.journal_head()
         data = record.encode()
