@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from daemon.errors import VaultError
 from daemon.leaf import canonical
@@ -48,6 +48,22 @@ class JournalRecord:
     @classmethod
     def decode(cls, data: bytes) -> JournalRecord:
         return cls(**json.loads(data))
+
+
+class JournalWriter(Protocol):
+    """What :func:`append` needs of the store's writer."""
+
+    def journal_head(self) -> tuple[int, bytes | None]: ...
+
+    def add_journal(self, seq: int, record: bytes, link: bytes) -> None: ...
+
+
+def append(w: JournalWriter, record: JournalRecord) -> None:
+    """Chain ``record`` after the journal's head *as the database holds it* (inside the
+    writer's transaction): the daemon and the commands journal from different processes."""
+    data = record.encode()
+    seq, head = w.journal_head()
+    w.add_journal(seq, data, link(head or GENESIS, data))
 
 
 def link(previous: bytes, record: bytes) -> bytes:

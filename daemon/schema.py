@@ -18,16 +18,24 @@ the triggers: it recomputes everything from the bytes (an attacker can drop a tr
   keyed lookup of a student; the one table retention may delete from (never update).
 - ``sessions``: the state of each session after each entry that changed it (derived from
   the leaves, kept so that the vault need not replay the log at start).
-- ``idempotency``: which key made which entries, and the body's hash.
+- ``idempotency``: which key made which entries (one row per deposit, covering the log).
+- ``idempotency_bodies`` (v3): the hash of each deposit's body, to tell a replay from a
+  reused key. A hash of a body holding an INE, a birth date and a name lets anyone with a
+  copy test guesses of them, so it lives apart from the append-only deposit record and
+  the purge destroys it with the disclosures it concerns.
 - ``api_tokens``: bearer tokens, hashed; ``expires_at`` (v2) when one is granted for a
   time (an auditor's).
+- ``retention_rules`` (v3): an establishment's retention period when it is not the
+  default, in years or in days from the end of the session.
+- ``legal_holds`` (v3): holds on an establishment (``lookup`` NULL) or on one student (by
+  keyed lookup), suspending the purge; released, never deleted.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 APPEND_ONLY_TABLES: Final = (
     "entries",
@@ -141,5 +149,40 @@ def _v1() -> str:
 # time). NULL: it does not.
 _V2: Final = "ALTER TABLE api_tokens ADD COLUMN expires_at TEXT;"
 
+# v3: retention. The body hashes leave the append-only deposit record (see the module), and
+# the rules and holds of retention get their tables.
+_V3: Final = """
+CREATE TABLE idempotency_bodies (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash BLOB NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+INSERT INTO idempotency_bodies SELECT scope, key, body_hash FROM idempotency;
+ALTER TABLE idempotency DROP COLUMN body_hash;
+CREATE INDEX idempotency_by_first ON idempotency (first_idx);
+CREATE TRIGGER idempotency_bodies_no_update BEFORE UPDATE ON idempotency_bodies
+BEGIN SELECT RAISE(ABORT, 'idempotency_bodies are never updated, only destroyed'); END;
+CREATE TABLE retention_rules (
+    establishment TEXT PRIMARY KEY,
+    years INTEGER,
+    days INTEGER,
+    set_at TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    CHECK ((years IS NULL) <> (days IS NULL))
+);
+CREATE TABLE legal_holds (
+    id INTEGER PRIMARY KEY,
+    establishment TEXT NOT NULL,
+    lookup BLOB,
+    reason TEXT NOT NULL,
+    placed_at TEXT NOT NULL,
+    placed_by TEXT NOT NULL,
+    released_at TEXT
+);
+CREATE TRIGGER legal_holds_no_delete BEFORE DELETE ON legal_holds
+BEGIN SELECT RAISE(ABORT, 'legal holds are released, never deleted'); END;
+"""
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (n = 0: an empty file).
-MIGRATIONS: Final = (_v1(), _V2)
+MIGRATIONS: Final = (_v1(), _V2, _V3)

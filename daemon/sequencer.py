@@ -22,7 +22,7 @@ from typing import Any
 from daemon import merkle
 from daemon.clock import parse_time, utc_text
 from daemon.errors import Refused
-from daemon.journal import GENESIS, JournalRecord, link
+from daemon.journal import JournalRecord, append
 from daemon.leaf import Leaf
 from daemon.records import Entry, Kind
 from daemon.rules import SessionState, check, next_state
@@ -137,6 +137,13 @@ class Sequencer:
         def job(w: Writer) -> Deposited:
             known = w.idempotency(d.scope, d.key)
             if known is not None:
+                if known.body_hash is None:  # destroyed by retention with the data it hashed
+                    raise Refused(
+                        "idempotency_key_reused",
+                        "Idempotency key reused",
+                        f"the Idempotency-Key {d.key!r} was used for a deposit whose personal "
+                        "data retention has since destroyed; use a new key",
+                    )
                 if known.body_hash != d.body_hash:
                     raise Refused(
                         "idempotency_key_reused",
@@ -304,11 +311,7 @@ class Sequencer:
 
     @staticmethod
     def _journal(w: Writer, record: JournalRecord) -> None:
-        """Chain ``record`` after the journal's head *as the database holds it*: the command
-        line (``vault keys create``) journals too, from another process."""
-        data = record.encode()
-        seq, head = w.journal_head()
-        w.add_journal(seq, data, link(head or GENESIS, data))
+        append(w, record)
 
     def _same_establishment(
         self, w: Writer, idx: int, establishment: str, d: Deposit, size: int

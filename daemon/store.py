@@ -91,7 +91,7 @@ class SessionRow:
 class IdempotencyRow:
     scope: str
     key: str
-    body_hash: bytes
+    body_hash: bytes | None  # None once retention destroyed it
     first_idx: int
     count: int
     batch: bool
@@ -214,10 +214,17 @@ class Reader:
         return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 
     def idempotency(self, scope: str, key: str) -> IdempotencyRow | None:
-        row = self._one("SELECT * FROM idempotency WHERE scope = ? AND key = ?", scope, key)
+        row = self._one(
+            "SELECT i.scope, i.key, b.body_hash, i.first_idx, i.count, i.batch, i.created_at "
+            "FROM idempotency i LEFT JOIN idempotency_bodies b USING (scope, key) "
+            "WHERE i.scope = ? AND i.key = ?",
+            scope,
+            key,
+        )
         if row is None:
             return None
-        return IdempotencyRow(row[0], row[1], bytes(row[2]), row[3], row[4], bool(row[5]), row[6])
+        body = None if row[2] is None else bytes(row[2])
+        return IdempotencyRow(row[0], row[1], body, row[3], row[4], bool(row[5]), row[6])
 
     def api_token(self, token_hash: bytes) -> TokenRow | None:
         row = self._one("SELECT * FROM api_tokens WHERE token_hash = ?", token_hash)
@@ -330,9 +337,13 @@ class Writer(Reader):
 
     def add_idempotency(self, r: IdempotencyRow) -> None:
         self._run(
-            "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?)",
-            r.scope, r.key, r.body_hash, r.first_idx, r.count, int(r.batch), r.created_at,
+            "INSERT INTO idempotency (scope, key, first_idx, count, batch, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            r.scope, r.key, r.first_idx, r.count, int(r.batch), r.created_at,
         )  # fmt: skip
+        if r.body_hash is not None:
+            self._run("INSERT INTO idempotency_bodies VALUES (?, ?, ?)", r.scope, r.key,
+                      r.body_hash)  # fmt: skip
 
     def add_api_token(self, r: TokenRow) -> None:
         self._run(

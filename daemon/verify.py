@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from daemon.errors import VaultError
 from daemon.journal import check_chain
 from daemon.leaf import LEAF_FORMAT, canonical, open_leaf, student_lookup
 from daemon.note import Checkpoint, NoteError, Verifier, open_note
+from daemon.retention.purge import ACTION as PURGE_ACTION
+from daemon.retention.rules import parse_ranges
 from daemon.store import DB_NAME
 from timestamping.errors import TimestampingError
 from timestamping.reply import parse_reply
@@ -142,8 +145,22 @@ class _Check:
         self.idempotency()
         self.journal()
 
+    def destroyed(self) -> set[int]:
+        """The entries whose disclosures the journal says retention destroyed (the journal's
+        chain is checked by :meth:`journal`: a forged record breaks it)."""
+        out: set[int] = set()
+        for (record,) in self.conn.execute("SELECT record FROM journal ORDER BY seq"):
+            r = json.loads(record)
+            if r.get("action") == PURGE_ACTION:
+                found = _DESTROYED.search(str(r.get("target") or ""))
+                if found is None:
+                    raise Broken(f"journal: a {PURGE_ACTION} record that names no entries")
+                out |= parse_ranges(found.group(1))
+        return out
+
     def entries(self) -> None:
         total = self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        destroyed = self.destroyed()
         disclosures = dict(self.conn.execute("SELECT idx, body FROM disclosures"))
         disclosure_est = {
             r[0]: (r[1], None if r[2] is None else r[2] if isinstance(r[2], bytes) else str(r[2]))
@@ -192,6 +209,8 @@ class _Check:
                     raise Broken(
                         f"entry {idx}: column {name} ({value!r}) is not what the leaf says"
                     )
+            if idx in disclosures and idx in destroyed:
+                raise Broken(f"disclosure {idx}: journaled as destroyed, yet it is there")
             if idx in disclosures:
                 d_est, lookup = disclosure_est[idx]
                 if d_est != est:
@@ -212,7 +231,7 @@ class _Check:
                         raise Broken(f"disclosure {idx}: lookup is not the student's")
                 elif not isinstance(student, dict) and lookup is not None:
                     raise Broken(f"disclosure {idx}: a lookup but no student")
-            elif _has_commitments(doc):
+            elif _has_commitments(doc) and idx not in destroyed:
                 raise Broken(f"entry {idx}: its disclosure is gone (no destruction is journaled)")
             self._replay_session(idx, est, kind, session)
             self.leaves[idx] = {"establishment": est, "session": session}
@@ -389,6 +408,9 @@ class _Check:
             raise Broken(str(e)) from None
         self.report.journal_records = len(rows)
         self.promises([json.loads(r[1]) for r in rows])
+
+
+_DESTROYED = re.compile(r"entries ([0-9,-]+) \(")
 
 
 def _has_commitments(doc: dict[str, Any]) -> bool:

@@ -74,3 +74,13 @@ def test_reloading_the_appliance_sends_it_sighup() -> None:
     argv = shlex.split(directive(SYSTEMD / "horodate-appliance.service", "ExecReload"))
     assert argv == ["/bin/kill", "-HUP", "$MAINPID"]
     assert Path(argv[0]).exists()
+
+
+def test_the_purge_runs_daily_as_the_vault_user_writing_only_the_vault() -> None:
+    service = SYSTEMD / "horodate-vault-purge.service"
+    argv = shlex.split(directive(service, "ExecStart"))
+    assert argv[1:3] == ["vault", "purge"] and "--dry-run" not in argv
+    assert directive(service, "User") == "horodate-vault"
+    assert directive(service, "ReadWritePaths") == "/var/lib/horodate/vault"
+    assert directive(service, "PrivateNetwork") == "yes"  # it needs no TSA, no peer
+    assert directive(SYSTEMD / "horodate-vault-purge.timer", "OnCalendar") == "daily"

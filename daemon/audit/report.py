@@ -38,10 +38,21 @@ def _hours(start: dt.datetime, end: dt.datetime) -> float:
 
 
 def _student_key(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """INE and birth date; for a student whose data retention destroyed, the commitment
+    (the entry still counts, nobody is named)."""
     student = entry.get("student")
     if not isinstance(student, dict):
         return None
+    if "ine" not in student:
+        return "", str(student.get("commitment"))
     return student["ine"], student["birth_date"]
+
+
+def _student(entry: Mapping[str, Any]) -> dict[str, Any]:
+    student: dict[str, Any] = entry["student"]
+    if "ine" not in student:  # destroyed by retention
+        return {"ine": None, "birth_date": None, "name": None, "destroyed": True}
+    return student
 
 
 def half_days(
@@ -80,7 +91,7 @@ def half_days(
             planned += hours
             attended += got
             signature = next((i for i in mine if i.entry["kind"] == "student_signed"), None)
-            student = next(i.entry["student"] for i in mine)
+            student = _student(mine[0].entry)
             teacher = (counter[0] if counter else mine[0]).entry.get("teacher") or {}
             rows.append(
                 {

@@ -76,6 +76,8 @@ WORDS: Final[dict[str, dict[str, Any]]] = {
         },
         "page": "page {n}",
         "decimal": ",",
+        "destroyed": "Stagiaires dont les données personnelles ont été détruites (fin de la durée "
+        "de conservation) : leurs émargements restent prouvés, sans les nommer",
     },
     "en": {
         "title": "Audit trail — attendance record",
@@ -133,6 +135,8 @@ WORDS: Final[dict[str, dict[str, Any]]] = {
         },
         "page": "page {n}",
         "decimal": ".",
+        "destroyed": "Trainees whose personal data was destroyed (retention ended): their "
+        "sign-ins stay proven, without naming them",
     },
 }
 
@@ -249,12 +253,14 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
     pdf.ln(3)
     by_student: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in report["half_days"]:
-        by_student[(r["student"]["ine"], r["student"]["birth_date"])].append(r)
+        by_student[(r["student"]["ine"] or "", r["student"]["birth_date"] or "")].append(r)
     for (ine, birth), rows in sorted(by_student.items()):
         name = rows[0]["student"].get("name") or ""
+        heading = f"{words['student']} : {name} — INE {ine}, {words['born']} {birth}"
+        if rows[0]["student"].get("destroyed"):
+            heading = words["destroyed"]
         pdf.set_font(pdf.family, "B", 11)
-        pdf.cell(0, 8, t(f"{words['student']} : {name} — INE {ine}, {words['born']} {birth}"),
-                 new_x=XPos.LMARGIN, new_y=YPos.NEXT)  # fmt: skip
+        pdf.cell(0, 8, t(heading), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_font(pdf.family, "", 8)
         head = [
             words[k]

@@ -217,15 +217,13 @@ def _cover_with_a_checkpoint(store: Any, keys: Any) -> None:
 
 def _journal(store: Any, keys: Any, request: Any, sha256: str, entries: int, action: str) -> None:
     from daemon.audit.bundle import audit_record
-    from daemon.journal import GENESIS, link
+    from daemon.journal import append
 
     record = audit_record(
         request, keys.lookup_secret, sha256, entries, actor="command line", action=action
     )
     with store.transaction() as w:
-        seq, head = w.journal_head()
-        data = record.encode()
-        w.add_journal(seq, data, link(head or GENESIS, data))
+        append(w, record)
 
 
 def run_verify(args: argparse.Namespace) -> int:

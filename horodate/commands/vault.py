@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     usage.add_argument("--json", action="store_true", help="one JSON object per line")
     usage.set_defaults(func=run_usage)
 
+    from horodate.commands import vault_retention
+
+    vault_retention.register(tools, _common)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML configuration (systemd/vault.toml.example)")
@@ -179,7 +183,7 @@ async def serve(config: Any, host: str, port: int, *, ready: asyncio.Event | Non
 def run_keys_create(args: argparse.Namespace) -> int:
     from daemon.clock import utc_now, utc_text
     from daemon.errors import VaultError
-    from daemon.journal import GENESIS, JournalRecord, link
+    from daemon.journal import JournalRecord, append
     from daemon.keys import Role, new_token, token_hash
     from daemon.store import Store, TokenRow
 
@@ -230,9 +234,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
                         expires_at=expires,
                     )
                 )
-                seq, head = w.journal_head()
-                data = record.encode()
-                w.add_journal(seq, data, link(head or GENESIS, data))
+                append(w, record)
         finally:
             store.close()
     except (VaultError, OSError, ValueError) as e:

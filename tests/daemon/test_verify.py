@@ -33,10 +33,6 @@ NOT_EVIDENCE = {
         "checkpoints",
         "created_at",
     ): "when the vault signed it: the checkpoint's token holds the proven time",
-    (
-        "idempotency",
-        "body_hash",
-    ): "a replay guard, recomputed from no evidence; changing it only changes a replay's answer",
     ("idempotency", "created_at"): "bookkeeping of the replay guard",
     ("idempotency", "batch"): "the shape of a replayed answer, not evidence",
     ("idempotency", "key"): "the client's key, not evidence",

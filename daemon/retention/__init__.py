@@ -1,0 +1,2 @@
+"""Retention: periods and legal holds (:mod:`.rules`), their tables (:mod:`.tables`), and
+the purge that destroys expired personal data (:mod:`.purge`)."""
