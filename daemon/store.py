@@ -238,6 +238,7 @@ class Reader:
         session_id: str | None = None,
         occurred_from: str | None = None,
         occurred_to: str | None = None,
+        kind: str | None = None,
         after: int = -1,
         limit: int = 100,
     ) -> list[int]:
@@ -258,6 +259,9 @@ class Reader:
         if occurred_to is not None:
             where.append("e.occurred_at < ?")
             args.append(occurred_to)
+        if kind is not None:
+            where.append("e.kind = ?")
+            args.append(kind)
         sql += " WHERE " + " AND ".join(where) + " ORDER BY e.idx LIMIT ?"
         args.append(limit)
         return [int(r[0]) for r in self._all(sql, *args)]
@@ -272,6 +276,19 @@ class Reader:
                 yield EntryRow(*row)
         except sqlite3.Error as e:
             raise wrap(e) from e
+
+    def session_entries(
+        self, establishment: str, session_id: str
+    ) -> list[tuple[EntryRow, str | None]]:
+        """A session's entries in log order, each with its token's genTime (None: pending),
+        in one query (the audit's controls read every session in scope)."""
+        rows = self._all(
+            "SELECT e.*, s.gen_time FROM entries e LEFT JOIN seals s ON s.idx = e.idx "
+            "WHERE e.establishment = ? AND e.session_id = ? ORDER BY e.idx",
+            establishment,
+            session_id,
+        )
+        return [(EntryRow(*r[:-1]), r[-1]) for r in rows]
 
     def student_count(self, establishment: str, session_id: str, kind: str) -> int:
         """How many distinct students (by keyed lookup) have an entry of ``kind`` in a

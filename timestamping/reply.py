@@ -118,14 +118,14 @@ def _fail_info(bits: object) -> tuple[frozenset[FailInfo], frozenset[int]]:
 
 
 def _token_info(tst: object) -> TokenInfo:
-    from asn1crypto import tsp
+    from asn1crypto import core, tsp
 
     assert isinstance(tst, tsp.TSTInfo)
     imprint = tst["message_imprint"]
     hash_oid = imprint["hash_algorithm"]["algorithm"].dotted
     acc = tst["accuracy"]
     accuracy = None
-    if acc.native is not None:
+    if not isinstance(acc, core.Void):  # (not .native: it would convert it all to compare)
         accuracy = Accuracy(
             seconds=acc["seconds"].native or 0,
             millis=acc["millis"].native or 0,
@@ -133,7 +133,7 @@ def _token_info(tst: object) -> TokenInfo:
         )
     tsa = tst["tsa"]
     tsa_name = None
-    if tsa.native is not None:
+    if not isinstance(tsa, core.Void):
         tsa_name = tsa.chosen.human_friendly if tsa.name == "directory_name" else str(tsa.native)
     gen_time = tst["gen_time"]
     return TokenInfo(

@@ -109,11 +109,6 @@ def _plain(row: EntryRow) -> dict[str, Any]:
     return doc
 
 
-def _gen_time(reader: Reader, idx: int) -> dt.datetime | None:
-    seal = reader.seal(idx)
-    return None if seal is None else dt.datetime.fromisoformat(seal.gen_time)
-
-
 def build_bundle(
     reader: Reader,
     keys: VaultKeys,
@@ -223,12 +218,11 @@ def _control_context(reader: Reader, scope: Scope, items: list[Item]) -> dict[st
     session_items: dict[str, list[Item]] = {}
     signed: dict[str, int] = {}
     for sid in sessions:
-        rows = [reader.entry(i) for i in reader.find(est, session_id=sid, limit=10**12)]
         session_items[sid] = [
-            Item(index=r.idx, entry=_plain(r), gen_time=_gen_time(reader, r.idx))
-            for r in rows
-            if r is not None
-        ]
+            Item(index=r.idx, entry=_plain(r),
+                 gen_time=None if gen is None else dt.datetime.fromisoformat(gen))
+            for r, gen in reader.session_entries(est, sid)
+        ]  # fmt: skip
         signed[sid] = reader.student_count(est, sid, "student_signed")
     starts = [dt.datetime.fromisoformat(i.entry["session"]["start"]) for i in items]
     ends = [dt.datetime.fromisoformat(i.entry["session"]["end"]) for i in items]
@@ -238,10 +232,11 @@ def _control_context(reader: Reader, scope: Scope, items: list[Item]) -> dict[st
         est,
         occurred_from=utc_text(min(starts) - day),
         occurred_to=utc_text(max(ends) + day),
+        kind="teacher_signed",
         limit=10**12,
     ):
         row = reader.entry(idx)
-        if row is not None and row.kind == "teacher_signed":
+        if row is not None:
             trainer.append(Item(index=idx, entry=_plain(row), gen_time=None))
     return {"session_items": session_items, "trainer_sessions": trainer, "signed_students": signed}
 

@@ -12,6 +12,7 @@ from the entry (``occurred_at``) where it is *when it says it happened*.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -228,21 +229,35 @@ def _no_counter_signature(items: list[Item]) -> list[Finding]:
 
 
 def _trainer_overlap(items: list[Item], trainer_sessions: Iterable[Item]) -> list[Finding]:
-    mine = [i for i in items if i.entry["kind"] == "teacher_signed"]
-    others = list(trainer_sessions)
+    """Each of the scope's counter-signatures against the trainer's others, by interval:
+    the trainer's sessions sorted by start once, each lookup a bisection (a year's trail
+    against a large establishment's counter-signatures stays linear)."""
+    by_teacher: dict[str, list[tuple[dt.datetime, dt.datetime, Item]]] = defaultdict(list)
+    for b in trainer_sessions:
+        start, end = _session_bounds(b.entry)
+        by_teacher[b.entry["teacher"]["id"]].append((start, end, b))
+    longest: dict[str, dt.timedelta] = {}
+    for teacher, spans in by_teacher.items():
+        spans.sort(key=lambda span: (span[0], span[2].index))
+        longest[teacher] = max(end - start for start, end, _ in spans)
     out = []
     reported: set[tuple[int, int]] = set()
-    for a in mine:
+    for a in items:
+        if a.entry["kind"] != "teacher_signed":
+            continue
         teacher = a.entry["teacher"]["id"]
+        spans = by_teacher.get(teacher, [])
         a_start, a_end = _session_bounds(a.entry)
-        for b in others:
-            if b.index == a.index or b.entry["teacher"]["id"] != teacher:
+        # candidates start before a ends, and no earlier than a's start minus the longest
+        first = bisect.bisect_left(spans, a_start - longest.get(teacher, dt.timedelta()),
+                                   key=lambda span: span[0])  # fmt: skip
+        for b_start, b_end, b in spans[first:]:
+            if b_start >= a_end:
+                break
+            if b.index == a.index or b.entry["session"]["id"] == a.entry["session"]["id"]:
                 continue
-            if b.entry["session"]["id"] == a.entry["session"]["id"]:
-                continue
-            b_start, b_end = _session_bounds(b.entry)
             pair = (min(a.index, b.index), max(a.index, b.index))
-            if a_start < b_end and b_start < a_end and pair not in reported:
+            if a_start < b_end and pair not in reported:
                 reported.add(pair)
                 out.append(
                     Finding(

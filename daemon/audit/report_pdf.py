@@ -154,6 +154,7 @@ class AuditPdf(FPDF):
             self.add_font("DejaVu", "", str(FONT_DIR / "DejaVuSans.ttf"))
             self.add_font("DejaVu", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
             self.family = "DejaVu"
+        self._widths: dict[tuple[str, float, str], float] = {}
         self.set_auto_page_break(auto=True, margin=15)
         self.set_margins(12, 12, 12)
 
@@ -162,6 +163,68 @@ class AuditPdf(FPDF):
         self.set_font(self.family, "", 7)
         self.cell(0, 5, f"{self.footer_text} — {self.words['page'].format(n=self.page_no())}",
                   align="C")  # fmt: skip
+
+    # fpdf2's multi_cell() and table() measure the text of every candidate line break
+    # character by character: 8 s for a year of half-days on the build machine, and
+    # quadratic in a paragraph's length (a finding citing hundreds of entries). These
+    # measure each distinct word once (the report's words repeat: times, statuses).
+
+    def _width(self, word: str) -> float:
+        key = (self.font_style, self.font_size_pt, word)
+        w = self._widths.get(key)
+        if w is None:
+            w = self._widths[key] = self.get_string_width(word)
+        return w
+
+    def wrap(self, text: str, room: float) -> list[str]:
+        """``text`` in lines no wider than ``room`` (mm), broken at spaces."""
+        lines: list[str] = []
+        current, used = "", 0.0
+        space = self._width(" ")
+        for word in text.split(" "):
+            w = self._width(word)
+            if current and used + space + w > room:
+                lines.append(current)
+                current, used = word, w
+            else:
+                used += (space if current else 0.0) + w
+                current = f"{current} {word}" if current else word
+        lines.append(current)
+        return lines
+
+    def paragraph(self, text: str, line: float = 5) -> None:
+        """A wrapped paragraph across the page, breaking pages as it goes."""
+        for part in self.wrap(text, self.epw):
+            self.cell(0, line, part, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    def table_fast(
+        self, widths: tuple[float, ...], head: list[str], rows: list[list[str]], line: float = 4.5
+    ) -> None:
+        """A bordered table, the header repeated on each page, cells wrapped at spaces."""
+        pad = 1.0
+
+        def draw(cells: list[str], bold: bool) -> None:
+            self.set_font(self.family, "B" if bold else "", self.font_size_pt)
+            wrapped = [self.wrap(c, w - 2 * pad) for c, w in zip(cells, widths, strict=True)]
+            height = max(len(ls) for ls in wrapped) * line + 2 * pad
+            if self.get_y() + height > self.page_break_trigger:
+                self.add_page()
+                if not bold:
+                    draw(head, True)
+                    self.set_font(self.family, "", self.font_size_pt)
+            x, y = self.l_margin, self.get_y()
+            baseline = (line + self.font_size * 0.7) / 2  # text() places the baseline
+            for lines, w in zip(wrapped, widths, strict=True):
+                self.rect(x, y, w, height)
+                for k, text in enumerate(lines):
+                    if text:  # text(): no cell machinery, a tenth of cell()'s cost here
+                        self.text(x + pad, y + pad + k * line + baseline, text)
+                x += w
+            self.set_xy(self.l_margin, y + height)
+
+        draw(head, True)
+        for row in rows:
+            draw(row, False)
 
     def text_(self, s: str) -> str:
         if self.family == "Helvetica":  # the core font: Latin-1 only
@@ -275,26 +338,20 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
                 "hours",
             )
         ]
-        with pdf.table(col_widths=(20, 18, 50, 32, 32, 50, 50, 21), text_align="LEFT",
-                       line_height=4.5, first_row_as_headings=True) as table:  # fmt: skip
-            row = table.row()
-            for h in head:
-                row.cell(t(h))
-            for r in rows:
-                row = table.row()
-                day = dt.date.fromisoformat(r["date"]).strftime("%d/%m/%Y")
-                title = r.get("title") or r["training_action"]
-                hours_span = (
-                    f"{r['start'][11:16]}–{r['end'][11:16]}"  # the session's own local times
-                )
-                session = f"{r['session']} v{r['version']} — {title}, {hours_span}"
-                trainer = r["trainer"].get("name") or r["trainer"].get("id") or words["none"]
-                hours = f"{_n(r['hours_attended'], words)} / {_n(r['hours_planned'], words)}"
-                cells = (day, words[r["slot"]], session, trainer, _status(r["status"], words),
-                         _signed(r["signature"], r["start"], words),
-                         _signed(r["counter_signature"], r["start"], words), hours)  # fmt: skip
-                for c in cells:
-                    row.cell(t(str(c)))
+        body = []
+        for r in rows:
+            day = dt.date.fromisoformat(r["date"]).strftime("%d/%m/%Y")
+            title = r.get("title") or r["training_action"]
+            hours_span = f"{r['start'][11:16]}–{r['end'][11:16]}"  # the session's local times
+            session = f"{r['session']} v{r['version']} — {title}, {hours_span}"
+            trainer = r["trainer"].get("name") or r["trainer"].get("id") or words["none"]
+            hours = f"{_n(r['hours_attended'], words)} / {_n(r['hours_planned'], words)}"
+            body.append([t(str(c)) for c in (
+                day, words[r["slot"]], session, trainer, _status(r["status"], words),
+                _signed(r["signature"], r["start"], words),
+                _signed(r["counter_signature"], r["start"], words), hours,
+            )])  # fmt: skip
+        pdf.table_fast((20, 18, 50, 32, 32, 50, 50, 21), [t(h) for h in head], body)
         pdf.ln(2)
     totals = report["totals"]
     pdf.set_font(pdf.family, "B", 10)
@@ -325,7 +382,7 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
                     words["correction"].format(c=h["corrects"], reason=h["reason"], author=author)
                 )
     for line in dict.fromkeys(lines) or [words["no_history"]]:
-        pdf.multi_cell(0, 5, t("• " + line), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.paragraph(t("• " + line))
     _section(pdf, words["controls"])
     for f in report["controls"] or [None]:
         if f is None:
@@ -333,11 +390,10 @@ def render_report(report: dict[str, Any], language: str = "fr") -> bytes:
         else:
             cited = ", ".join(map(str, f["entries"]))
             text = f"{f['title']} — {f['detail']} ({words['entries']} {cited})"
-        pdf.multi_cell(0, 5, t("• " + text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.paragraph(t("• " + text))
     _section(pdf, words["verify"])
     cp = report["checkpoint"]
-    pdf.multi_cell(0, 5, t(words["verify_text"].format(size=cp["size"], root=cp["root"])),
-                   new_x=XPos.LMARGIN, new_y=YPos.NEXT)  # fmt: skip
+    pdf.paragraph(t(words["verify_text"].format(size=cp["size"], root=cp["root"])))
     return bytes(pdf.output())
 
 
