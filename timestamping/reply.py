@@ -83,6 +83,11 @@ class TsaReply:
     info: TokenInfo | None  # present iff a token is
     token_der: bytes | None  # the TimeStampToken (CMS ContentInfo)
     certificates: tuple[bytes, ...]  # DER certificates carried in the token
+    # As received, for timestamping.known_signers: the one SignerInfo (None when there is
+    # not exactly one) and the encapsulated TSTInfo's bytes.
+    signer_info_der: bytes | None = None
+    tst_info_der: bytes | None = None
+    digest_oids: tuple[str, ...] = ()  # the SignedData's digestAlgorithms
 
     @property
     def granted(self) -> bool:
@@ -213,6 +218,8 @@ def parse_reply(der: bytes) -> TsaReply:
         info = None
         token_der = None
         certificates: tuple[bytes, ...] = ()
+        signer_info = tst_der = None
+        digest_oids: tuple[str, ...] = ()
         if not isinstance(token, core.Void):
             if token["content_type"].native != "signed_data":
                 raise ValueError("the token is not CMS SignedData")
@@ -226,6 +233,10 @@ def parse_reply(der: bytes) -> TsaReply:
             certificates = tuple(
                 c.chosen.dump() for c in signed["certificates"] if c.name == "certificate"
             )
+            signers = signed["signer_infos"]
+            signer_info = signers[0].dump() if len(signers) == 1 else None
+            tst_der = encap["content"].contents
+            digest_oids = tuple(a["algorithm"].dotted for a in signed["digest_algorithms"])
     except Exception as e:  # see above: wrap whatever asn1crypto raises
         raise TimestampingError(f"not a valid RFC 3161 TimeStampResp: {e}") from e
     if status in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS) and info is None:
@@ -239,6 +250,9 @@ def parse_reply(der: bytes) -> TsaReply:
         info=info,
         token_der=token_der,
         certificates=certificates,
+        signer_info_der=signer_info,
+        tst_info_der=tst_der,
+        digest_oids=digest_oids,
     )
 
 

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from timestamping.errors import PKIStatus, TimestampingError, VerificationFailed
+from timestamping.known_signers import KnownSigners, check_known
 from timestamping.reply import ReplyRejected, TokenInfo, TsaReply, check_reply, parse_reply
 from timestamping.request import TimeStampQuery, check_oid
 
@@ -86,6 +87,9 @@ def _trust(
     return tuple(roots), tuple(others), tuple(c for c in others if _has_time_stamping_eku(c))
 
 
+KNOWN_SIGNERS: Final = KnownSigners()  # this process's: see timestamping.known_signers
+
+
 @functools.lru_cache(maxsize=64)
 def _certificate(der: bytes) -> x509.Certificate:
     """A certificate a token embeds (the same TSA certificate in every token)."""
@@ -145,7 +149,6 @@ def _verify_parsed(
     nonce: int | None,
     policy_oid: str | None,
 ) -> VerifiedToken:
-    reply_der = reply.der
     if not reply.granted or reply.info is None:
         raise ReplyRejected(reply)
     info = reply.info
@@ -157,6 +160,22 @@ def _verify_parsed(
         )
     if len(message_imprint) != info.digest.digest_bytes:
         raise TimestampingError(f"the imprint to check is not a {info.digest.hashlib_name} digest")
+    fast = _from_known_signer(reply, info, message_imprint, ca_pem, nonce, policy_oid)
+    if fast is not None:
+        return fast
+    return _verify_fully(reply, message_imprint, ca_pem, nonce, policy_oid)
+
+
+def _verify_fully(
+    reply: TsaReply,
+    message_imprint: bytes,
+    ca_pem: bytes,
+    nonce: int | None,
+    policy_oid: str | None,
+) -> VerifiedToken:
+    """rfc3161-client's verification, the chain built to ``ca_pem``'s roots."""
+    assert reply.info is not None
+    info, reply_der = reply.info, reply.der
     roots, others, tsa_from_bundle = _trust(ca_pem)
     embedded = [_certificate(d) for d in reply.certificates]
     builder = rfc3161_client.VerifierBuilder()
@@ -183,11 +202,58 @@ def _verify_parsed(
     except (ValueError, TypeError) as e:
         raise VerificationFailed(f"the token cannot be verified: {e}") from e
     signer = _signer_certificate(response, embedded or tsa_from_bundle)
+    chain = _chain(signer, [*embedded, *others, *roots])
+    KNOWN_SIGNERS.remember(ca_pem, reply.certificates, signer, chain)
     return VerifiedToken(
         info=info,
         tsa_subject=signer.subject.rfc4514_string(),
         tsa_certificate_der=signer.public_bytes(Encoding.DER),
     )
+
+
+def _from_known_signer(
+    reply: TsaReply,
+    info: TokenInfo,
+    message_imprint: bytes,
+    ca_pem: bytes,
+    nonce: int | None,
+    policy_oid: str | None,
+) -> VerifiedToken | None:
+    """The token verified against a TSA certificate a full verification already proved
+    (:mod:`timestamping.known_signers`), or None: then the full verification runs."""
+    if reply.signer_info_der is None or reply.tst_info_der is None:
+        return None
+    known = KNOWN_SIGNERS.signer(ca_pem, reply.certificates)
+    if known is None or info.message_imprint != message_imprint:
+        return None
+    if nonce is not None and info.nonce != nonce:
+        return None
+    if policy_oid is not None and info.policy_oid != policy_oid:
+        return None
+    if not check_known(
+        reply.signer_info_der, reply.tst_info_der, info.gen_time, known, reply.digest_oids
+    ):
+        return None
+    try:  # the strict DER reader of the full verification: what it cannot read, it refuses
+        _decode_for_rfc3161_client(reply.der)
+    except ValueError:
+        return None
+    return VerifiedToken(info=info, tsa_subject=known.subject, tsa_certificate_der=known.der)
+
+
+def _chain(signer: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
+    """``signer`` and, by issuer name, every certificate of ``pool`` above it up to a
+    self-issued one (all of a name: their validities bound the remembered window)."""
+    chain, current = [signer], signer
+    for _ in range(8):
+        if current.issuer == current.subject:
+            break
+        above = [c for c in pool if c.subject == current.issuer and c not in chain]
+        if not above:
+            break
+        chain += above
+        current = above[0]
+    return chain
 
 
 def _decode_for_rfc3161_client(reply_der: bytes) -> rfc3161_client.TimeStampResponse:
