@@ -53,6 +53,9 @@ class _Known:
     certificate: x509.Certificate
     der: bytes
     subject: str  # RFC 4514
+    issuer_der: bytes  # how a SignerInfo names it: issuer and serial, or key identifier
+    serial: int
+    key_identifier: bytes | None
     not_before: dt.datetime  # the latest notBefore of the chain
     not_after: dt.datetime  # the earliest notAfter of the chain
 
@@ -82,6 +85,9 @@ class KnownSigners:
             certificate=signer,
             der=der,
             subject=signer.subject.rfc4514_string(),
+            issuer_der=signer.issuer.public_bytes(),
+            serial=signer.serial_number,
+            key_identifier=_key_identifier(signer),
             not_before=max(c.not_valid_before_utc for c in chain),
             not_after=min(c.not_valid_after_utc for c in chain),
         )
@@ -109,18 +115,22 @@ def _attribute(attrs: Any, name: str) -> Any:
     return found[0]["values"][0]
 
 
-def _names_certificate(sid: Any, known: _Known) -> bool:
-    from asn1crypto import x509 as asn1_x509
+def _key_identifier(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
 
-    cert = asn1_x509.Certificate.load(known.der)
+
+def _names_certificate(sid: Any, known: _Known) -> bool:
     if sid.name == "issuer_and_serial_number":
         chosen = sid.chosen
         return bool(
-            chosen["serial_number"].native == cert.serial_number
-            and chosen["issuer"].dump() == cert.issuer.dump()
+            chosen["serial_number"].native == known.serial
+            and chosen["issuer"].dump() == known.issuer_der
         )
     if sid.name == "subject_key_identifier":
-        return cert.key_identifier is not None and sid.chosen.native == cert.key_identifier
+        return known.key_identifier is not None and sid.chosen.native == known.key_identifier
     return False
 
 
@@ -160,6 +170,9 @@ def check_known(
         return False
     try:
         si = cms.SignerInfo.load(signer_info_der)
+        # The signed attributes' bytes as received, taken before any member is read
+        # (asn1crypto re-encodes what it has parsed: slow, and not the bytes signed).
+        signed = si["signed_attrs"].dump()
         if si["version"].native not in ("v1", "v3") or not _names_certificate(si["sid"], known):
             return False
         digest_name = si["digest_algorithm"]["algorithm"].native
@@ -178,8 +191,7 @@ def check_known(
             return False
         if not _signing_certificate_matches(attrs, known):
             return False
-        signed = attrs.dump()
-        if signed[0] != 0xA0:  # [0] IMPLICIT SET OF Attribute, as received
+        if not signed or signed[0] != 0xA0:  # [0] IMPLICIT SET OF Attribute, as received
             return False
         to_verify = b"\x31" + signed[1:]  # RFC 5652 §5.4: signed as an explicit SET OF
         algorithm = si["signature_algorithm"]["algorithm"].native

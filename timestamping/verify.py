@@ -195,7 +195,7 @@ def _verify_fully(
     if policy_oid is not None:
         builder = builder.policy_id(x509.ObjectIdentifier(check_oid(policy_oid)))
     try:
-        response = _decode_for_rfc3161_client(reply_der)
+        response = _decode_for_rfc3161_client(reply_der, reply.certificates)
         builder.build().verify(response, message_imprint)
     except rfc3161_client.VerificationError as e:
         raise VerificationFailed(_verification_words(str(e))) from e
@@ -235,7 +235,7 @@ def _from_known_signer(
     ):
         return None
     try:  # the strict DER reader of the full verification: what it cannot read, it refuses
-        _decode_for_rfc3161_client(reply.der)
+        _decode_for_rfc3161_client(reply.der, reply.certificates)
     except ValueError:
         return None
     return VerifiedToken(info=info, tsa_subject=known.subject, tsa_certificate_der=known.der)
@@ -256,11 +256,16 @@ def _chain(signer: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.
     return chain
 
 
-def _decode_for_rfc3161_client(reply_der: bytes) -> rfc3161_client.TimeStampResponse:
+def _decode_for_rfc3161_client(
+    reply_der: bytes, certificates: tuple[bytes, ...] = ()
+) -> rfc3161_client.TimeStampResponse:
     """Decode for rfc3161-client, which insists on DER order in the SignedData's
-    ``certificates`` SET; OpenSSL writes that set in chain order (its PKCS7 code declares a
-    SEQUENCE). The certificates are outside the signature, so putting them in DER order
-    changes nothing that is signed — the token verifies or not exactly as before."""
+    ``certificates`` SET; OpenSSL (and our engine) write that set in chain order (its PKCS7
+    code declares a SEQUENCE). The certificates are outside the signature, so putting them
+    in DER order changes nothing that is signed — the token verifies or not exactly as
+    before. ``certificates``: the set's members as parsed; when they lie back to back in
+    the reply (they do), sorting them is a permutation of those bytes, lengths unchanged;
+    otherwise asn1crypto re-encodes the reply (40 times slower)."""
     from asn1crypto import cms, tsp
 
     try:
@@ -268,11 +273,18 @@ def _decode_for_rfc3161_client(reply_der: bytes) -> rfc3161_client.TimeStampResp
     except ValueError as e:
         if "InvalidSetOrdering" not in str(e):
             raise
-        resp = tsp.TimeStampResp.load(reply_der)
-        signed = resp["time_stamp_token"]["content"]
-        certs = sorted(c.dump() for c in signed["certificates"])
-        signed["certificates"] = cms.CertificateSet([cms.CertificateChoices.load(c) for c in certs])
-        return rfc3161_client.decode_timestamp_response(resp.dump())
+    together = b"".join(certificates)
+    at = reply_der.find(together) if certificates else -1
+    if at >= 0 and reply_der.find(together, at + 1) < 0:
+        ordered = b"".join(sorted(certificates))
+        return rfc3161_client.decode_timestamp_response(
+            reply_der[:at] + ordered + reply_der[at + len(together) :]
+        )
+    resp = tsp.TimeStampResp.load(reply_der)
+    signed = resp["time_stamp_token"]["content"]
+    certs = sorted(c.dump() for c in signed["certificates"])
+    signed["certificates"] = cms.CertificateSet([cms.CertificateChoices.load(c) for c in certs])
+    return rfc3161_client.decode_timestamp_response(resp.dump())
 
 
 def _verification_words(message: str) -> str:
