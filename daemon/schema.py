@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 APPEND_ONLY_TABLES: Final = (
     "entries",
@@ -184,5 +184,10 @@ CREATE TRIGGER legal_holds_no_delete BEFORE DELETE ON legal_holds
 BEGIN SELECT RAISE(ABORT, 'legal holds are released, never deleted'); END;
 """
 
+# v4: an establishment's entries of one kind by time — the trainer's counter-signatures
+# around an audit's dates (the controls' "in two places at once") without reading every
+# entry of the establishment.
+_V4: Final = "CREATE INDEX entries_by_kind_time ON entries (establishment, kind, occurred_at);"
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (n = 0: an empty file).
-MIGRATIONS: Final = (_v1(), _V2, _V3)
+MIGRATIONS: Final = (_v1(), _V2, _V3, _V4)

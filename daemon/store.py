@@ -293,14 +293,16 @@ class Reader:
     def student_count(self, establishment: str, session_id: str, kind: str) -> int:
         """How many distinct students (by keyed lookup) have an entry of ``kind`` in a
         session: a count, with nobody's data read."""
-        row = self._one(
-            "SELECT COUNT(DISTINCT d.lookup) FROM entries e JOIN disclosures d ON d.idx = e.idx "
-            "WHERE e.establishment = ? AND e.session_id = ? AND e.kind = ?",
+        # The kind is filtered here, not in SQL: with it in the WHERE clause the planner
+        # may take the (establishment, kind, time) index and read every entry of that kind
+        # of the establishment (42 s for a year's audit on a million entries).
+        rows = self._all(
+            "SELECT e.kind, d.lookup FROM entries e JOIN disclosures d ON d.idx = e.idx "
+            "WHERE e.establishment = ? AND e.session_id = ?",
             establishment,
             session_id,
-            kind,
         )
-        return int(row[0])
+        return len({bytes(lookup) for k, lookup in rows if k == kind and lookup is not None})
 
     def count(self, establishment: str) -> int:
         return int(

@@ -68,7 +68,21 @@ class TokenInfo:
     accuracy: Accuracy | None
     ordering: bool
     nonce: int | None
-    tsa_name: str | None
+    tsa_name_der: bytes | None  # the TSTInfo's tsa GeneralName, as encoded
+
+    @property
+    def tsa_name(self) -> str | None:
+        """The TSA's name as a person reads it (worked out when asked: it costs more than
+        the rest of the TSTInfo, and the vault never asks)."""
+        return None if self.tsa_name_der is None else _general_name_text(self.tsa_name_der)
+
+
+@functools.lru_cache(maxsize=32)
+def _general_name_text(der: bytes) -> str:
+    from asn1crypto import x509
+
+    name = x509.GeneralName.load(der)
+    return str(name.chosen.human_friendly if name.name == "directory_name" else name.native)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +150,8 @@ def _token_info(tst: object) -> TokenInfo:
             millis=acc["millis"].native or 0,
             micros=acc["micros"].native or 0,
         )
-    tsa = tst["tsa"]
-    tsa_name = None
-    if not isinstance(tsa, core.Void):
-        tsa_name = tsa.chosen.human_friendly if tsa.name == "directory_name" else str(tsa.native)
+    tsa = tst["tsa"]  # [0] EXPLICIT GeneralName: kept as the GeneralName's own bytes
+    tsa_der = None if isinstance(tsa, core.Void) else tsa.untag().dump()
     gen_time = tst["gen_time"]
     return TokenInfo(
         version=1 if tst["version"].native == "v1" else int(tst["version"].native),
@@ -153,7 +165,7 @@ def _token_info(tst: object) -> TokenInfo:
         accuracy=accuracy,
         ordering=bool(tst["ordering"].native),
         nonce=tst["nonce"].native,
-        tsa_name=tsa_name,
+        tsa_name_der=tsa_der,
     )
 
 

@@ -20,6 +20,7 @@ Only the entries in scope are in the bundle, and only theirs are disclosed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -139,7 +140,7 @@ def build_bundle(
     sealed: dict[int, Sealed] = {}
     tsa_certs: dict[bytes, None] = {}
     leaf_hashes: dict[int, bytes] = {}
-    node = node_lookup(reader)
+    node = functools.lru_cache(maxsize=None)(node_lookup(reader))  # the proofs share nodes
     for idx in indices:
         row = reader.entry(idx)
         assert row is not None
@@ -290,10 +291,12 @@ def _report(
 def _zip(files: dict[str, bytes], now: dt.datetime) -> bytes:
     stamp = now.astimezone(dt.UTC).timetuple()[:6]
     buf = io.BytesIO()
+    # Level 1: the files are small and mostly tokens and hashes; the higher levels took a
+    # third of a second more for a year's trail and saved a few percent.
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            z.writestr(info, files[name])
+            z.writestr(info, files[name], compresslevel=1)
     return buf.getvalue()
