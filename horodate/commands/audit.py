@@ -85,6 +85,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify.add_argument(
         "--vkey", type=Path, help="the vault's verifier key (default: the bundle's)"
     )
+    verify.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="check the entries in N processes (default: one per CPU on large bundles)",
+    )
     verify.set_defaults(func=run_verify)
 
 
@@ -241,7 +247,8 @@ def run_verify(args: argparse.Namespace) -> int:
         if total >= 200 and (done % 200 == 0 or done == total):
             print(f"  … {done}/{total} entries checked", file=sys.stderr, flush=True)
 
-    report = verify_bundle(data, ca_pem=ca, vkey=vkey, progress=progress)
+    report = verify_bundle(data, ca_pem=ca, vkey=vkey, progress=progress,
+                           processes=args.processes)  # fmt: skip
     for good, what in report.checks:
         print(("ok    " if good else "FAIL  ") + what)
     if report.pending:

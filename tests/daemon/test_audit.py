@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,11 @@ def test_the_bundle_verifies_with_its_check_py_and_with_horodate(
     assert horodate(["audit", "verify", str(bundle)]) == 0
     out = capsys.readouterr().out
     assert "6/6 entries" in out and "bundle verifies" in out
+    parallel = subprocess.run(
+        [sys.executable, "-m", "horodate", "audit", "verify", str(bundle), "--processes", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert parallel.returncode == 0 and "6/6 entries" in parallel.stdout, parallel.stdout
 
 
 def test_the_commands_of_verify_md_pass_with_openssl_alone(bundle: Path, tmp_path: Path) -> None:
@@ -227,6 +233,11 @@ def test_any_change_fails_both_checkers_and_names_what(
     assert horodate(["audit", "verify", str(forged)]) == 1
     ours = capsys.readouterr().out
     assert "FAIL" in ours and what in ours, ours
+    parallel = subprocess.run(  # the entries checked in two forked processes
+        [sys.executable, "-m", "horodate", "audit", "verify", str(forged), "--processes", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert parallel.returncode == 1 and what in parallel.stdout, parallel.stdout
     theirs = _check_py(forged)
     assert theirs.returncode == 1, theirs.stdout
     named = f"{target}" if what.startswith("entry") else "point de contrôle"
