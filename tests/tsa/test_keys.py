@@ -27,7 +27,16 @@ from appliance.keys import (
 from appliance.tsa import TsaError
 from horodate.cli import main as horodate
 
+# "Now" for the whole module, taken once the session's development PKI exists (see
+# _now_after_the_pki): taken at collection, it fell before the PKI's certificates when the
+# suite ran for more than their 5-minute backdating before reaching this module.
 NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _now_after_the_pki(tsa_keys: DevPki) -> None:
+    global NOW
+    NOW = dt.datetime.now(dt.UTC)
 
 
 def _pem_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -43,12 +52,14 @@ def issue(
     eku: list[x509.ObjectIdentifier] | None = None,
     eku_critical: bool = True,
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
-    not_before: dt.datetime = NOW - dt.timedelta(days=1),
-    not_after: dt.datetime = NOW + dt.timedelta(days=365),
+    not_before: dt.datetime | None = None,  # default: a day before NOW
+    not_after: dt.datetime | None = None,  # default: a year after NOW
     key_usage_sign: bool = True,
     issuer_key: ec.EllipticCurvePrivateKey | None = None,
 ) -> tuple[Path, Path]:
     """A TSA key and certificate issued by the dev CA of ``pki``, with one thing changed."""
+    not_before = not_before or NOW - dt.timedelta(days=1)
+    not_after = not_after or NOW + dt.timedelta(days=365)
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     key = key or ec.generate_private_key(ec.SECP256R1())
     builder = (
