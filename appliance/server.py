@@ -51,9 +51,10 @@ class TsaService:
     journal: Any | None  # appliance.tsa.journal.IssuanceLog (None: no log, tests only)
     chain_pem: bytes = b""
     days_to_expiry: Callable[[], float] | None = None
-    # First instant (POSIX ns) at which a certificate of the chain is no longer valid: no
-    # token is signed from then on.
-    valid_until_ns: int | None = None
+    # The clock's time for the expiry countdown and warning (the ensemble's when it can
+    # say, the host's otherwise); the engine itself refuses every token outside the
+    # certificates' validity on the genTime it is about to sign.
+    clock_now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     granted: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
     # The time of each token: (utc_ns, bound_ns) or the TSA's TimeNotAvailable.
@@ -74,12 +75,10 @@ class TsaService:
         authority = self.authority
         if authority.credentials is not creds:
             authority = authority.with_credentials(creds)
-        days = days_to_expiry(creds, dt.datetime.now(dt.UTC))
         chain_pem = creds.chain_pem()
         # all computed: now swap, with no await between (one step for the event loop)
         self.authority, self.credentials, self.chain_pem = authority, creds, chain_pem
-        self.days_to_expiry = lambda: days_to_expiry(creds, dt.datetime.now(dt.UTC))
-        self.valid_until_ns = time.time_ns() + round(days * 86400e9)
+        self.days_to_expiry = lambda: days_to_expiry(creds, self.clock_now())
 
     def reload(self) -> bool:
         """Read the key and certificate again (SIGHUP: a renewed certificate, a new key).
@@ -113,7 +112,7 @@ class TsaService:
 
         if self.credentials is None:
             return None
-        warning = expiry_warning(self.credentials, dt.datetime.now(dt.UTC))
+        warning = expiry_warning(self.credentials, self.clock_now())
         if warning:
             log.warning("tsa: %s", warning)
         return warning
@@ -129,9 +128,6 @@ class TsaService:
         """:meth:`sign` for requests at hand, together: one reading of the clock, the
         signatures back to back (``TimeStampAuthority.respond_all``). Never raises."""
         assert self.token_time is not None, "TsaService.token_time is not wired"
-        if self.valid_until_ns is not None and time.time_ns() >= self.valid_until_ns:
-            expired = (FailInfo.systemFailure, "the TSA certificate has expired")
-            return [(self._refuse(*expired), None) for _ in bodies]
         replies = self.authority.respond_all(bodies, time=self.token_time, serial=self.serials.next)
         state = self.issue_state()  # the clock's, as the replies were timed
         return [self._answer(reply, state) for reply in replies]
@@ -270,6 +266,7 @@ def create_app(
         if tsa.token_time is None:
             tsa.token_time = timekeeper.token_time
             tsa.issue_state = lambda: timekeeper.last_issue_state
+            tsa.clock_now = timekeeper.clock_now
         app[TSA] = tsa
         app.cleanup_ctx.append(_expiry_watch)
         app.router.add_route("*", "/tsa", tsa_endpoint)

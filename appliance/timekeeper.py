@@ -8,6 +8,7 @@ the clock's refusal into the TSA's.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -80,6 +81,15 @@ class Timekeeper:
             raise TsaTimeNotAvailable(str(e)) from e
         self.last_issue_state = issue.state.value
         return issue.utc_ns, issue.bound_ns
+
+    def clock_now(self) -> dt.datetime:
+        """The ensemble's time now when it can vouch for it (the middle of its window),
+        else the host's: for counting down to a certificate's expiry, never for a token."""
+        try:
+            window = self.ensemble.window(self._clock())
+        except TimeNotAvailable:
+            return dt.datetime.now(dt.UTC)
+        return dt.datetime.fromtimestamp((window.lo_ns + window.hi_ns) / 2 / 1e9, dt.UTC)
 
     def counters(self) -> Counters:
         with self._lock:

@@ -15,6 +15,7 @@ messageDigest, signingCertificate (RFC 2634 §5.4, SHA-1) and signingCertificate
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import logging
 import threading
@@ -276,6 +277,16 @@ class TimeStampAuthority:
             raise ValueError("max_accuracy_us must be at least 2 µs")
         self.max_accuracy_us = max_accuracy_us
         self.credentials = credentials
+        # No token outside the validity of every certificate of the chain, judged on the
+        # genTime about to be signed (the clock's time), never on the host's clock: a host
+        # clock set back must not let it sign past notAfter.
+        certs = (credentials.certificate, *credentials.chain)
+        self._valid_from = max(c.not_valid_before_utc for c in certs)
+        self._valid_until = min(c.not_valid_after_utc for c in certs)
+        self._valid_ns = (
+            int(self._valid_from.timestamp()) * _NS_PER_S,
+            int(self._valid_until.timestamp()) * _NS_PER_S,
+        )
         self.policy_oid = policy_oid
         self.accepted_policies = frozenset(accepted_policies or ()) | {policy_oid}
         self._policy_der = {oid: der.encode_oid(oid) for oid in self.accepted_policies}
@@ -509,6 +520,10 @@ class TimeStampAuthority:
                     f"{max_us / 1e6:g} s",
                 )
                 return
+            outside = self._outside_validity(gen_ns, accuracy_us)
+            if outside is not None:
+                _refuse_all(valid, replies, FailInfo.systemFailure, outside)
+                return
             floor.value = gen_ns
             for i, req, policy, policy_der in valid:
                 serial_no = serial()
@@ -556,6 +571,20 @@ class TimeStampAuthority:
                 nonce=req.nonce,
                 policy=policy,
             )
+
+    def _outside_validity(self, gen_ns: int, accuracy_us: int) -> str | None:
+        """Why a token at ``gen_ns`` ± accuracy may not be signed, or None: the whole
+        interval must lie inside every certificate's validity."""
+        first, last = self._valid_ns
+        spread = accuracy_us * _NS_PER_US
+        if first <= gen_ns - spread and gen_ns + spread <= last:
+            return None
+        at = dt.datetime.fromtimestamp(gen_ns // _NS_PER_S, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (
+            f"the time {at} is outside the validity of the TSA's certificates "
+            f"({self._valid_from:%Y-%m-%dT%H:%M:%SZ} to {self._valid_until:%Y-%m-%dT%H:%M:%SZ}): "
+            "no token is signed; renew the certificate"
+        )
 
     def _gen_time_der(self, gen_ns: int, unit_ns: int) -> bytes:
         sec, frac_ns = divmod(gen_ns, _NS_PER_S)

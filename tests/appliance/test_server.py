@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -378,17 +379,33 @@ async def test_sim_faults_get_post_delete(aiohttp_client: Any, timekeeper: Timek
         assert await resp.json() == {"gps": {}, "ntp": {}, "rtc": {}}
 
 
-async def test_no_token_once_the_certificate_has_expired(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+def _expired(service: TsaService) -> None:
+    """The clock's time a day after the TSA certificate's notAfter, whatever the host's
+    clock says (here: it reads a time the certificate covers, as a host clock set back
+    would)."""
+    after = service.authority.credentials.certificate.not_valid_after_utc + dt.timedelta(days=1)
+    service.token_time = lambda: (int(after.timestamp()) * 10**9, 1_000_000)
+
+
+async def test_no_token_once_the_certificate_has_expired_on_the_clocks_time(
+    aiohttp_client: Any,
+    timekeeper: Timekeeper,
+    clock: VirtualClock,
+    tsa_service: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
     service = tsa_service()
-    service.valid_until_ns = 1  # expired long ago
     client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    cert = service.authority.credentials.certificate
+    inside = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
+    monkeypatch.setattr(time, "time_ns", lambda: int(inside.timestamp()) * 10**9)
+    _expired(service)
     reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
     assert not reply.granted
     assert reply.fail_info == frozenset({FailInfo.systemFailure})
-    assert reply.status_text == ("the TSA certificate has expired",)
+    assert "outside the validity of the TSA's certificates" in reply.status_text[0]
+    assert "renew the certificate" in reply.status_text[0]
     assert service.granted == 0
 
 
@@ -412,7 +429,7 @@ async def test_requests_signed_together_each_get_their_own_record_and_count(
         assert record.token_sha256 == hashlib.sha256(reply.token_der).digest()
     assert service.refused == {"badDataFormat": 1}  # the granted count waits for the commit
 
-    service.valid_until_ns = 1  # expired: each request of a batch is refused, and counted
+    _expired(service)  # each request of a batch is refused, and counted
     expired = service.sign_all([first.der, second.der])
     assert [record for _, record in expired] == [None, None]
     assert service.refused["systemFailure"] == 2
@@ -459,14 +476,16 @@ async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An appliance that runs for months crosses the warning's threshold with no restart
-    to log it: it checks again each day (here, every 50 ms)."""
-    now = dt.datetime.now(dt.UTC)
+    to log it: it checks again each day (here, every 50 ms) — on the clock's time, not the
+    host's (the simulated sources' UTC is not the host's here)."""
+    feed_agreeing_sources(timekeeper, clock)
+    now = timekeeper.clock_now()
+    assert abs((now - dt.datetime.now(dt.UTC)).total_seconds()) > 60  # two clocks indeed
     # A development PKI made 810 days ago: its TSA certificate (825 days) has 15 days left.
     old = init_dev_pki(tmp_path / "old-pki", now=now - dt.timedelta(days=810))
     creds = load_credentials(old.tsa_key, old.tsa_cert, old.chain, now=now)
     monkeypatch.setattr(server_module, "EXPIRY_CHECK_S", 0.05)
     caplog.set_level(logging.WARNING, logger="appliance.server")
-    feed_agreeing_sources(timekeeper, clock)
     service: TsaService = tsa_service()
     service.adopt(creds)
     client = await make_client(aiohttp_client, timekeeper, tsa=service)

@@ -27,7 +27,13 @@ from appliance.tsa.request import parse_request
 from tests.tsa.conftest import POLICY_OID
 from tests.tsa.test_request import _SEEDS, make_request, mutated
 
-T0_NS = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
+# Tomorrow, 00:00:00.123456789Z: inside the development certificates' validity (made at the
+# start of the run, valid from five minutes before), which the engine now insists on.
+_MIDNIGHT = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(
+    hour=0, minute=0, second=0, microsecond=0
+)
+T0_NS = int(_MIDNIGHT.timestamp()) * 1_000_000_000 + 123_456_789
+DAY = _MIDNIGHT.strftime("%Y%m%d%H%M%S").encode()  # genTime's digits up to the seconds
 
 
 def fixed_time(utc_ns: int = T0_NS, bound_ns: int = 80_000_000) -> Callable[[], tuple[int, int]]:
@@ -75,13 +81,13 @@ def test_granted_reply_describes_its_token(tsa: TimeStampAuthority) -> None:
         "sha256",
     )
     assert reply.policy == POLICY_OID
-    assert reply.gen_time_ns == 1_767_225_600_123_000_000  # truncated to 1 ms (bound 80 ms)
+    assert reply.gen_time_ns == T0_NS - 456_789  # truncated to 1 ms (bound 80 ms)
     assert reply.accuracy_us == 81_000
     info = tst_info(reply.der)
     assert info["serial_number"].native == 1001
     assert info["nonce"].native == 42
     assert info["message_imprint"]["hashed_message"].native == digest
-    assert info["gen_time"].contents == b"20260101000000.123Z"
+    assert info["gen_time"].contents == DAY + b".123Z"
     assert info["accuracy"].native == {"seconds": None, "millis": 81, "micros": None}
     assert info["tsa"].chosen.native == {
         "organization_name": "Horodate development",
@@ -256,13 +262,13 @@ def test_gen_time_resolution_follows_the_bound(bound_ns: int, unit_ns: int) -> N
 @pytest.mark.parametrize(
     ("gen_ns", "unit_ns", "text"),
     [
-        (T0_NS - 123_456_789, 1_000_000_000, b"20260101000000Z"),
-        (T0_NS - 123_456_789, 1_000, b"20260101000000Z"),  # no ".0", no "."
-        (T0_NS - 456_789, 1_000, b"20260101000000.123Z"),  # trailing zeros dropped
-        (T0_NS - 6_789, 1_000, b"20260101000000.12345Z"),
-        (T0_NS - 789, 1_000, b"20260101000000.123456Z"),
-        (T0_NS - 23_456_789, 100_000_000, b"20260101000000.1Z"),
-        (T0_NS - 123_456_789 + 5_000, 1_000, b"20260101000000.000005Z"),
+        (T0_NS - 123_456_789, 1_000_000_000, DAY + b"Z"),
+        (T0_NS - 123_456_789, 1_000, DAY + b"Z"),  # no ".0", no "."
+        (T0_NS - 456_789, 1_000, DAY + b".123Z"),  # trailing zeros dropped
+        (T0_NS - 6_789, 1_000, DAY + b".12345Z"),
+        (T0_NS - 789, 1_000, DAY + b".123456Z"),
+        (T0_NS - 23_456_789, 100_000_000, DAY + b".1Z"),
+        (T0_NS - 123_456_789 + 5_000, 1_000, DAY + b".000005Z"),
     ],
 )
 def test_gen_time_format(gen_ns: int, unit_ns: int, text: bytes) -> None:
@@ -311,16 +317,27 @@ def test_accuracy_encoding_omits_zero_fields(accuracy_us: int, native: dict[str,
     assert parsed.dump(force=True) == encode_accuracy(accuracy_us)
 
 
+def _validity_ns(creds: TsaCredentials) -> tuple[int, int]:
+    certs = (creds.certificate, *creds.chain)
+    first = max(c.not_valid_before_utc for c in certs)
+    last = min(c.not_valid_after_utc for c in certs)
+    return int(first.timestamp()) * 10**9, int(last.timestamp()) * 10**9
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    utc_ns=st.integers(0, 253_402_300_799 * 10**9),
+    where=st.integers(0, 10**18),
     bound_ns=st.integers(0, 100 * 10**9),
 )
 def test_true_time_is_inside_the_stated_accuracy(
-    p256: TsaCredentials, utc_ns: int, bound_ns: int
+    p256: TsaCredentials, where: int, bound_ns: int
 ) -> None:
     """Whatever the truncation, [genTime - accuracy, genTime + accuracy] holds the interval
-    [utc - bound, utc + bound] the ensemble vouched for."""
+    [utc - bound, utc + bound] the ensemble vouched for (anywhere the certificate is valid
+    with room for the bound)."""
+    first, last = _validity_ns(p256)
+    room = 2 * bound_ns + 2 * 10**9
+    utc_ns = first + room + where % max(1, last - first - 2 * room)
     tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
     reply = tsa.respond(_SEEDS[0], time=fixed_time(utc_ns, bound_ns), serial=lambda: 1)
     assert reply.gen_time_ns is not None and reply.accuracy_us is not None
@@ -332,12 +349,45 @@ def test_true_time_is_inside_the_stated_accuracy(
     assert not text.endswith((b"0Z", b".Z")) or b"." not in text
 
 
+@settings(max_examples=200, deadline=None)
+@given(utc_ns=st.integers(0, 253_402_300_799 * 10**9), bound_ns=st.integers(0, 10**9))
+def test_no_token_is_signed_outside_the_certificates_validity(
+    p256: TsaCredentials, utc_ns: int, bound_ns: int
+) -> None:
+    """Judged on the time the engine is given (the clock's), whatever the host's clock
+    says: a token is signed only if genTime ± accuracy lies inside every certificate's
+    validity; otherwise systemFailure, saying why."""
+    first, last = _validity_ns(p256)
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID, self_check=False)
+    reply = tsa.respond(_SEEDS[0], time=fixed_time(utc_ns, bound_ns), serial=lambda: 1)
+    if reply.granted:
+        assert reply.gen_time_ns is not None and reply.accuracy_us is not None
+        acc_ns = reply.accuracy_us * 1_000
+        assert first <= reply.gen_time_ns - acc_ns and reply.gen_time_ns + acc_ns <= last
+    else:
+        assert reply.fail_info is FailInfo.systemFailure
+        assert "outside the validity of the TSA's certificates" in reply.status_text
+        assert not first + 2 * 10**9 <= utc_ns <= last - 2 * 10**9  # near or outside
+
+
+def test_the_last_second_of_validity_and_the_first_after(p256: TsaCredentials) -> None:
+    first, last = _validity_ns(p256)
+    tsa = TimeStampAuthority(p256, policy_oid=POLICY_OID)
+    inside = tsa.respond(make_request(), time=fixed_time(last - 10**9, 1_000), serial=Serials())
+    assert inside.granted
+    after = tsa.respond(make_request(), time=fixed_time(last + 1, 1_000), serial=Serials())
+    before = tsa.respond(make_request(), time=fixed_time(first - 10**9, 1_000), serial=Serials())
+    for refused in (after, before):
+        assert not refused.granted and refused.fail_info is FailInfo.systemFailure
+        assert "renew the certificate" in refused.status_text
+
+
 def test_gen_time_never_goes_backwards_when_resolution_coarsens(tsa: TimeStampAuthority) -> None:
     fine = tsa.respond(make_request(), time=fixed_time(T0_NS, 5_000), serial=Serials())
     coarse = tsa.respond(make_request(), time=fixed_time(T0_NS + 1000, 10**9), serial=Serials())
     assert fine.gen_time_ns == T0_NS - 789  # 1 µs resolution
     assert coarse.gen_time_ns == fine.gen_time_ns  # not T0 truncated to 100 ms
-    assert tst_info(coarse.der)["gen_time"].contents == b"20260101000000.123456Z"
+    assert tst_info(coarse.der)["gen_time"].contents == DAY + b".123456Z"
 
 
 def test_gen_time_held_when_the_estimate_steps_back_and_accuracy_covers_it(
@@ -360,7 +410,7 @@ def test_accuracy_never_exceeds_the_policy_maximum(p256: TsaCredentials) -> None
     reply = tsa.respond(make_request(), time=fixed_time(T0_NS, 950_000_000), serial=Serials())
     assert reply.granted and reply.accuracy_us is not None
     assert 950_000 < reply.accuracy_us <= 1_000_000
-    assert tst_info(reply.der)["gen_time"].contents == b"20260101000000.12Z"  # 10 ms, not 100
+    assert tst_info(reply.der)["gen_time"].contents == DAY + b".12Z"  # 10 ms, not 100
 
 
 def test_a_bound_at_the_maximum_leaves_no_room_and_is_refused(p256: TsaCredentials) -> None:
