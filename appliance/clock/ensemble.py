@@ -298,12 +298,6 @@ class Ensemble:
         self._slope = SlopeRange.symmetric(self._p.crystal_max_ppm)
         self._alarm = ""
 
-    def realign(self, mono_ns: int) -> None:
-        """Operator action: forget the prediction (and an alarm), start over from the sources."""
-        with self._lock:
-            self._drop_model(f"realigned by the operator at mono {mono_ns}")
-            self._cache = None
-
     def _assess(self, m: int) -> _Cache:
         p = self._p
         statuses: dict[str, tuple[SourceStatus, str]] = {}
