@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
 from appliance.clock import Ensemble, Policy, TimeNotAvailable
@@ -94,9 +94,27 @@ truths = st.builds(Truth, ppb=st.integers(-100_000, 100_000))  # within crystal_
 def test_truth_inside_bound_with_one_faulty_source(
     truth: Truth, faulty: int | None, offset_ns: int, trail: list[Event]
 ) -> None:
+    target(float(_truth_inside_bound(truth, faulty, offset_ns, trail)), label="issued instants")
+
+
+def test_the_bound_property_is_not_vacuous() -> None:
+    """The property above passes trivially for an ensemble that never issues: on honest
+    sources sampled each second it must issue at (nearly) every instant it is asked."""
+    trail = [Event(gap_ns=NS, source=k % 3, error_ns=10 * MS, position=((k * 7) % 11 - 5) / 5,
+                   lie_ns=0, trusted=True, check_after_ns=0) for k in range(180)]  # fmt: skip
+    issued = _truth_inside_bound(Truth(ppb=20_000), None, 0, trail)
+    assert issued >= 0.8 * 2 * len(trail), issued  # two checks per event
+
+
+def _truth_inside_bound(
+    truth: Truth, faulty: int | None, offset_ns: int, trail: list[Event]
+) -> int:
+    """Feed ``trail``, checking the truth is inside the bound at every instant the ensemble
+    issues; how many instants it issued at."""
     ensemble = Ensemble(POLICY)
     m = M0
     last_issued: int | None = None
+    count = 0
     for e in trail:
         m += e.gap_ns
         ensemble.add(sample_for(truth, e, m, faulty == e.source, offset_ns))
@@ -112,6 +130,8 @@ def test_truth_inside_bound_with_one_faulty_source(
                 if last_issued is not None:
                     assert issued.utc_ns >= last_issued
                 last_issued = issued.utc_ns
+                count += 1
+    return count
 
 
 @settings(settings.get_profile("clock"))
