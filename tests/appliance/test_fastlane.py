@@ -1286,3 +1286,50 @@ async def test_a_steady_stream_is_cut_into_groups_at_the_group_wait() -> None:
     assert 2 <= len(tokens.groups) <= 12
     assert [r for group in tokens.groups for r in group] == [b"%d" % i for i in range(sent)]
     assert lane.replies == [b"token:%d" % i for i in range(sent)]
+
+
+# Request smuggling (RFC 9112 §6.3, §11.2): each of these is read differently by different
+# parsers, or refused by a strict one. Through the real public socket none may be answered
+# by the lane, each must get 400 and the connection closed, and the request smuggled
+# behind it must never be answered.
+_SMUGGLED = post(b"smuggled")
+_AMBIGUOUS = {
+    "content-length and transfer-encoding": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length: 13",
+        b"Transfer-Encoding: chunked",
+    ) + b"0\r\n\r\n" + _SMUGGLED,
+    "two content-lengths": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length: 5",
+        b"Content-Length: 13",
+    ) + b"hello" + _SMUGGLED,
+    "obsolete line folding": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length: 5",
+        b" Transfer-Encoding: chunked",
+    ) + b"hello" + _SMUGGLED,
+    "a bare LF": REQUEST_LINE + b"Host: tsa.test\nContent-Length: 0\r\nContent-Type: " + TSQ
+    + b"\r\nContent-Length: 5\r\n\r\nhello" + _SMUGGLED,
+    "space before the colon": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length : 5",
+    ) + b"hello" + _SMUGGLED,
+    "a control byte in a name": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length: 5", b"X-\x01: y",
+    ) + b"hello" + _SMUGGLED,
+    "an unknown transfer coding": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Transfer-Encoding: xchunked",
+    ) + b"5\r\nhello\r\n0\r\n\r\n" + _SMUGGLED,
+    "a negative content-length": head_with(
+        b"Host: tsa.test", b"Content-Type: " + TSQ, b"Content-Length: -5",
+    ) + b"hello" + _SMUGGLED,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("request_bytes", list(_AMBIGUOUS.values()), ids=list(_AMBIGUOUS))
+async def test_ambiguous_framing_gets_400_and_the_connection_closed(
+    served: serving.Listening, request_bytes: bytes
+) -> None:
+    async with connect(served.port) as (reader, writer):
+        writer.write(request_bytes)
+        data = await read_eof(reader)
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 ")), data[:200]
+    assert data.count(b"HTTP/1.") == 1, data  # one answer, then the connection closed
+    assert b"smuggled" not in data and b"lane:" not in data
