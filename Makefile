@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_SECONDS ?= 60
 APT_PACKAGES := chrony openssl wrk gcc linux-libc-dev default-jdk-headless libbcpkix-java \
-	poppler-utils fonts-dejavu-core
+	poppler-utils fonts-dejavu-core nginx-light
 
 .PHONY: demo test lint bench coverage system-deps venv clean
 
@@ -23,7 +23,7 @@ demo: venv
 # verification), wrk (HTTP benchmark), gcc and linux-libc-dev (the PPS ioctl layout is checked
 # against the kernel's own linux/pps.h), a JDK and Bouncy Castle (a third token verifier),
 # poppler-utils (the audit report read back by pdftotext and pdftoppm) and the DejaVu fonts
-# the report is set in.
+# the report is set in; nginx-light, the reverse proxy the fast lane is tested behind.
 # Installed only when missing.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
