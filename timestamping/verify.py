@@ -260,7 +260,7 @@ def _decode_for_rfc3161_client(
     reply_der: bytes, certificates: tuple[bytes, ...] = ()
 ) -> rfc3161_client.TimeStampResponse:
     """Decode for rfc3161-client, which insists on DER order in the SignedData's
-    ``certificates`` SET; OpenSSL (and our engine) write that set in chain order (its PKCS7
+    ``certificates`` SET; OpenSSL writes that set in chain order (its PKCS7
     code declares a SEQUENCE). The certificates are outside the signature, so putting them
     in DER order changes nothing that is signed — the token verifies or not exactly as
     before. ``certificates``: the set's members as parsed; when they lie back to back in
