@@ -304,3 +304,44 @@ def check_reply(query: TimeStampQuery, reply: TsaReply) -> TokenInfo:
     if query.cert_req and not reply.certificates:
         raise VerificationFailed("the TSA certificate was requested but is not in the token")
     return info
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """What a report says of a token already verified and stored: when, how precisely,
+    under which serial, signed with which certificates."""
+
+    gen_time: dt.datetime
+    accuracy: Accuracy | None
+    serial: int
+    certificates: tuple[bytes, ...]
+
+
+def read_stored_token(der: bytes, gen_time_text: str | None = None) -> StoredToken:
+    """A stored token's facts, read by rfc3161-client's decoder (Rust: a hundred times
+    faster than :func:`parse_reply`, for the hundreds of tokens of an audit trail).
+
+    That decoder keeps genTime to the second only: ``gen_time_text``, the genTime stored
+    beside the token (RFC 3339), gives the fraction when it agrees to the second; else, and
+    for a token the decoder cannot read, :func:`parse_reply` reads it all."""
+    import rfc3161_client
+
+    try:
+        decoded = rfc3161_client.decode_timestamp_response(der)
+        tst, certs = decoded.tst_info, decoded.signed_data.certificates
+    except ValueError:
+        tst, certs = None, set()
+    if tst is not None and gen_time_text is not None:
+        stored = dt.datetime.fromisoformat(gen_time_text.replace("Z", "+00:00"))
+        if stored.replace(microsecond=0) == tst.gen_time.astimezone(dt.UTC):
+            acc = tst.accuracy
+            accuracy = None
+            if acc is not None:
+                accuracy = Accuracy(seconds=acc.seconds or 0, millis=acc.millis or 0,
+                                    micros=acc.micros or 0)  # fmt: skip
+            return StoredToken(stored, accuracy, tst.serial_number, tuple(sorted(certs)))
+    reply = parse_reply(der)
+    if reply.info is None:
+        raise TimestampingError("a stored token that carries no TSTInfo")
+    info = reply.info
+    return StoredToken(info.gen_time, info.accuracy, info.serial, reply.certificates)

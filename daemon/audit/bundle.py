@@ -44,7 +44,7 @@ from daemon.keys import VaultKeys
 from daemon.leaf import canonical, open_leaf
 from daemon.note import Checkpoint
 from daemon.store import CheckpointRow, EntryRow, Reader, node_lookup
-from timestamping.reply import parse_reply
+from timestamping.reply import read_stored_token
 
 BUNDLE_FORMAT: Final = "horodate/audit/v1"
 HERE: Final = Path(__file__).resolve().parent
@@ -155,16 +155,15 @@ def build_bundle(
         gen_time = None
         if seal is not None:
             files[f"tokens/{idx}.tsr"] = seal.token
-            reply = parse_reply(seal.token)
-            assert reply.info is not None
-            gen_time = reply.info.gen_time
-            acc = reply.info.accuracy
+            token = read_stored_token(seal.token, seal.gen_time)
+            gen_time = token.gen_time
+            acc = token.accuracy
             sealed[idx] = Sealed(
                 gen_time=gen_time,
                 accuracy_s=None if acc is None else acc.total_us / 1e6,
-                serial=reply.info.serial,
+                serial=token.serial,
             )
-            tsa_certs.update(dict.fromkeys(reply.certificates))
+            tsa_certs.update(dict.fromkeys(token.certificates))
         proof = TlogProof(
             index=idx, hashes=tuple(merkle.inclusion_proof(idx, cp.size, node)), checkpoint=cp.note
         )

@@ -222,3 +222,23 @@ def test_the_unchanged_token_is_accepted_by_both(openssl_tokens: tuple[Pki, list
                            known)  # fmt: skip
     other_content = reply.tst_info_der[:-1] + bytes([reply.tst_info_der[-1] ^ 1])
     assert not check_known(reply.signer_info_der, other_content, reply.info.gen_time, known)
+
+
+def test_a_stored_tokens_facts_read_fast_say_what_the_full_parse_says(
+    tokens: tuple[bytes, list[bytes]],
+) -> None:
+    """read_stored_token (rfc3161-client's decoder, genTime's fraction from the stored
+    column) agrees with parse_reply, on our engine's tokens and OpenSSL's (whose certificate
+    set is not in DER order: the full parse reads those)."""
+    from timestamping.reply import read_stored_token
+
+    _, (token, _) = tokens
+    full = parse_reply(token)
+    assert full.info is not None
+    stored = full.info.gen_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as the vault stores it
+    fast = read_stored_token(token, stored)
+    assert fast.gen_time == full.info.gen_time and fast.serial == full.info.serial
+    assert fast.accuracy == full.info.accuracy
+    assert set(fast.certificates) == set(full.certificates)
+    wrong = read_stored_token(token, "2001-01-01T00:00:00.000000Z")  # disagrees: full parse
+    assert wrong.gen_time == full.info.gen_time
