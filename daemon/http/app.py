@@ -443,12 +443,17 @@ async def post_audits(request: web.Request) -> web.Response:
     bundle = await make_audit(vault, caller, audit)
     request[JOURNALED] = True  # the trail's own journal record says who, what and its hash
     name = f"piste-{audit.scope.establishment}-{utc_now().date().isoformat()}.zip"
+    return _document(bundle.data, "application/zip", name, bundle.sha256)
+
+
+def _document(body: bytes, content_type: str, name: str, bundle_sha256: str) -> web.Response:
+    """A document to save (the audit zip, the certificate PDF), with its trail's hash."""
     return web.Response(
-        body=bundle.data,
-        content_type="application/zip",
+        body=body,
+        content_type=content_type,
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
-            "X-Bundle-SHA256": bundle.sha256,
+            "X-Bundle-SHA256": bundle_sha256,
         },
     )
 
@@ -466,14 +471,7 @@ async def post_certificates(request: web.Request) -> web.Response:
     certificate = await make_certificate(vault, caller, asked)
     request[JOURNALED] = True
     name = f"certificat-{asked.audit.scope.establishment}-{utc_now().date().isoformat()}.pdf"
-    return web.Response(
-        body=certificate.pdf,
-        content_type="application/pdf",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "X-Bundle-SHA256": certificate.bundle.sha256,
-        },
-    )
+    return _document(certificate.pdf, "application/pdf", name, certificate.bundle.sha256)
 
 
 def create_app(vault: Vault) -> web.Application:

@@ -39,11 +39,9 @@ async def _post(v: VaultUnderTest, token: str, body: Any, key: str) -> dict[str,
     return result
 
 
-@pytest.fixture
-async def bundle(vault: VaultUnderTest, tmp_path: Path) -> Path:
-    """Léa (the student audited) signs S-1 late and S-2; Hugo signs S-1; the trainer
-    counter-signs S-1 only; a correction of Léa's lateness; another school's entry."""
-    token = vault.token()
+async def two_half_days(vault: VaultUnderTest, token: str) -> None:
+    """Léa signs S-1 late (12 minutes, corrected to 10) and S-2; Hugo signs S-1; the
+    trainer counter-signs S-1 only (keys a to g)."""
     await _post(vault, token, entry_now("roll_call_opened", minutes_ago=9), "a")
     await _post(vault, token, entry_now(minutes_ago=8), "b")
     late = await _post(vault, token, entry_now("late", minutes_ago=8, minutes=12), "c")
@@ -58,6 +56,13 @@ async def bundle(vault: VaultUnderTest, tmp_path: Path) -> Path:
         author={"id": "A-1", "name": "Secrétariat"},
     )
     await _post(vault, token, correction, "g")
+
+
+@pytest.fixture
+async def bundle(vault: VaultUnderTest, tmp_path: Path) -> Path:
+    """Léa's trail (the student audited) over :func:`two_half_days` and another school's
+    entry."""
+    await two_half_days(vault, vault.token())
     other = vault.token(est="CFA-NANTES-01")
     await _post(vault, other, {**entry_now(minutes_ago=3), "establishment": "CFA-NANTES-01"}, "h")
     await vault.vault.make_checkpoint()

@@ -26,7 +26,7 @@ from daemon.store import Store
 from horodate.cli import main as horodate
 
 from .conftest import VaultUnderTest, entry_now
-from .test_audit import BIRTH, INE, OTHER, _post
+from .test_audit import BIRTH, INE, OTHER, _post, two_half_days
 from .test_audit_pdf import _certs
 
 PROVIDER = {
@@ -54,18 +54,10 @@ def _attached(pdf: Path, folder: Path) -> Path:
 
 @pytest.fixture
 async def filled(vault: VaultUnderTest) -> str:
-    """Léa: S-1 late by 12 min (corrected to 10), S-2 present, both BTS SIO; S-9 in another
-    action, which her BTS SIO certificate must leave out; Hugo in S-1."""
+    """:func:`two_half_days` (both BTS SIO), then S-9 in another action, which Léa's BTS
+    SIO certificate must leave out."""
     token = vault.token()
-    await _post(vault, token, entry_now("roll_call_opened", minutes_ago=9), "a")
-    await _post(vault, token, entry_now(minutes_ago=8), "b")
-    late = await _post(vault, token, entry_now("late", minutes_ago=8, minutes=12), "c")
-    await _post(vault, token, entry_now(minutes_ago=7, student=OTHER), "d")
-    await _post(vault, token, entry_now("teacher_signed", minutes_ago=6), "e")
-    await _post(vault, token, entry_now(session="S-2", minutes_ago=5), "f")
-    fix = entry_now("correction", minutes_ago=4, corrects=late["index"],
-                    reason="retard de 10 minutes", author={"id": "A-1"})  # fmt: skip
-    await _post(vault, token, fix, "g")
+    await two_half_days(vault, token)
     elsewhere = entry_now(session="S-9", minutes_ago=3)
     elsewhere["session"]["training_action"] = "CAP Cuisine"
     await _post(vault, token, elsewhere, "h")
