@@ -73,8 +73,9 @@ async def test_the_design_example_is_accepted_when_within_its_window(vault: Vaul
 
 async def test_idempotency_replays_conflicts_and_requires_a_key(vault: VaultUnderTest) -> None:
     token = vault.token()
-    first = await (await post(vault, entry_now(), token=token, key="same")).json()
-    again = await post(vault, entry_now(), token=token, key="same")
+    body = entry_now()  # one body: two calls to entry_now() may straddle a second
+    first = await (await post(vault, body, token=token, key="same")).json()
+    again = await post(vault, body, token=token, key="same")
     assert again.status == 201 and await again.json() == first
     assert vault.vault.store.reader().size() == 1
     other = await post(vault, entry_now(minutes_ago=1), token=token, key="same")
