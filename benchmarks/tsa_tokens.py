@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
 
-from appliance.keys import TsaCredentials, init_dev_pki, load_credentials
 from appliance.tsa import TimeStampAuthority, parse_request
-from appliance.tsa.asn1 import reference_response
+from appliance.tsa.credentials import TsaCredentials, load_credentials
+from appliance.tsa.dev_pki import init_dev_pki
+from tests.tsa.reference_builder import reference_response
 
 POLICY = "1.3.6.1.4.1.99999.1.1"
 BATCH = 8  # requests answered together, as the fast lane does with what one read brings

@@ -3,7 +3,7 @@
 The fast path encodes by hand only what changes from token to token (the TSTInfo, the
 messageDigest attribute, the signature and the lengths around them) and splices it into DER
 precomputed once per key: the certificate set, the signingCertificate/V2 attributes, the
-SignerInfo prefix. :mod:`appliance.tsa.asn1` builds the same token slowly with asn1crypto;
+SignerInfo prefix. :mod:`tests.tsa.reference_builder` builds the same token slowly with asn1crypto;
 the tests require both to be byte-identical.
 
 Token profile (docs/adr/0004-token-profile.md): RFC 3161 §2.4.2 TSTInfo v1 inside RFC 5652
@@ -36,7 +36,7 @@ from appliance.tsa.errors import FailInfo, PKIStatus, RequestRejected, TimeNotAv
 from appliance.tsa.request import TimeStampRequest, parse_request
 
 if TYPE_CHECKING:  # appliance.keys imports appliance.tsa.errors
-    from appliance.keys import TsaCredentials
+    from appliance.tsa.credentials import TsaCredentials
 
 __all__ = [
     "MAX_SERIAL_BITS",
@@ -149,18 +149,6 @@ def encode_accuracy(accuracy_us: int) -> bytes:
     return _tlv(_SEQ, body)
 
 
-def format_gen_time(gen_ns: int, unit_ns: int) -> bytes:
-    """GeneralizedTime content per RFC 3161 §2.4.2: "Z", no trailing zeros, no bare ".".
-
-    ``gen_ns`` must be a multiple of ``unit_ns``."""
-    sec, frac_ns = divmod(gen_ns, _NS_PER_S)
-    text = _time.strftime("%Y%m%d%H%M%S", _time.gmtime(sec))
-    if frac_ns:
-        digits = 9 - len(str(unit_ns)) + 1
-        text += "." + f"{frac_ns // unit_ns:0{digits}d}".rstrip("0")
-    return (text + "Z").encode("ascii")
-
-
 @dataclass(frozen=True, slots=True)
 class _Signer:
     digest: str  # hashlib name of the SignerInfo digestAlgorithm
@@ -231,7 +219,7 @@ class GenTimeFloor(Protocol):
 
     genTime never goes backwards across the tokens of one TSA (RFC 3161 §2.4.2): every
     engine signing for it must share one floor. :class:`LocalGenTimeFloor` lives in the
-    engine's process; ``appliance.workers.SharedGenTimeFloor`` in shared memory.
+    engine's process; ``appliance.runtime.shared_clock.SharedGenTimeFloor`` in shared memory.
     """
 
     @property

@@ -20,7 +20,7 @@ __all__ = [
 
 
 class TsaError(Exception):
-    """Root of every error raised by ``appliance.tsa`` (and by ``appliance.keys``)."""
+    """Root of every error raised by ``appliance.tsa`` (and by ``appliance.tsa.credentials``)."""
 
 
 class TimeNotAvailable(TsaError):
@@ -44,4 +44,5 @@ class RequestRejected(TsaError):
 
 
 class CredentialsError(TsaError):
-    """The TSA key, its certificate or the chain cannot be used (see ``appliance.keys``)."""
+    """The TSA key, its certificate or the chain cannot be used
+    (see ``appliance.tsa.credentials``)."""

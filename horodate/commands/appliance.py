@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.bootstrap import StartupError, build_app
     from appliance.config import ConfigError, load_config
-    from appliance.serving import remember_reloads
+    from appliance.runtime.assembly import StartupError, build_app
+    from appliance.runtime.signals import remember_reloads
 
     remember_reloads()  # a `systemctl reload` while starting must not end the appliance
     if args.verbose == 0:
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         )
         shared = None
         if config.tsa.workers:
-            from appliance.service import policy_for
-            from appliance.workers import SharedClock
+            from appliance.runtime.driver_threads import policy_for
+            from appliance.runtime.shared_clock import SharedClock
 
             config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             shared = SharedClock.for_policy(
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StartupError) as e:
         print(f"horodate appliance: {e}", file=sys.stderr)
         return 1
-    from appliance.serving import bind_public, serve_forever
+    from appliance.http.listening import bind_public
+    from appliance.runtime.main_process import serve_forever
 
     try:
         public = bind_public(config.listen_host, config.listen_port)

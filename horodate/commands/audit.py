@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from horodate.commands.vault import DEFAULT_DATA_DIR, DEFAULT_TSA
+from horodate.commands.vault import DEFAULT_TSA
+from horodate.commands.vault_settings import DEFAULT_DATA_DIR
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

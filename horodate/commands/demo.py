@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession
 
-    from appliance.bootstrap import build_app
     from appliance.config import ApplianceConfig, ConfigError, parse_listen
-    from appliance.serving import bind_public, listening
+    from appliance.http.listening import bind_public, listening
+    from appliance.runtime.assembly import build_app
 
     out = Narrator()
     try:

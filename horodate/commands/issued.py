@@ -107,7 +107,7 @@ def _err(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from appliance.config import ConfigError, load_config
-    from appliance.tsa.issued import log_paths
+    from appliance.issuance.issued import log_paths
 
     listing = [
         flag
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(paths: list[Path], args: argparse.Namespace) -> int:
-    from appliance.tsa.issued import merged
-    from appliance.tsa.journal import JournalError
+    from appliance.issuance.issued import merged
+    from appliance.issuance.log import IssuanceLogError
 
     shown = 0
     try:
@@ -169,7 +169,7 @@ def _list(paths: list[Path], args: argparse.Namespace) -> int:
                     + ("" if rec.nonce is None else f"  nonce {_nonce(rec.nonce)}")
                 )
             shown += 1
-    except JournalError as e:
+    except IssuanceLogError as e:
         _err(str(e))
         return EXIT_INPUT
     except BrokenPipeError:  # `| head`
@@ -236,8 +236,8 @@ def _accuracy(us: int) -> str:
 
 def _find_token(paths: list[Path], tsr: Path) -> int:
     """Is the token in ``tsr`` recorded, and does its record say what the token says?"""
-    from appliance.tsa.issued import merged
-    from appliance.tsa.journal import JournalError
+    from appliance.issuance.issued import merged
+    from appliance.issuance.log import IssuanceLogError
     from timestamping import TimestampingError, parse_reply
 
     try:
@@ -254,7 +254,7 @@ def _find_token(paths: list[Path], tsr: Path) -> int:
         return EXIT_INPUT
     try:
         found = [e for e in merged(paths) if e.record.serial == info.serial]
-    except JournalError as e:
+    except IssuanceLogError as e:
         _err(str(e))
         return EXIT_INPUT
     if not found:
@@ -303,7 +303,7 @@ def _find_token(paths: list[Path], tsr: Path) -> int:
 
 
 def _check(paths: list[Path]) -> int:
-    from appliance.tsa.issued import check
+    from appliance.issuance.issued import check
 
     live = sys.stderr.isatty()
     last = [0.0]

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _init(args: argparse.Namespace) -> int:
-    from appliance.keys import CredentialsError, init_dev_pki
+    from appliance.tsa.dev_pki import init_dev_pki
+    from appliance.tsa.errors import CredentialsError
 
     try:
         paths = init_dev_pki(
@@ -72,13 +73,9 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _csr(args: argparse.Namespace) -> int:
-    from appliance.keys import (
-        CredentialsError,
-        generate_key,
-        load_private_key,
-        make_csr,
-        write_private_key,
-    )
+    from appliance.tsa.credentials import load_private_key
+    from appliance.tsa.dev_pki import generate_key, make_csr, write_private_key
+    from appliance.tsa.errors import CredentialsError
 
     try:
         if args.generate:
@@ -100,7 +97,8 @@ def _csr(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from appliance.keys import CredentialsError, days_to_expiry, expiry_warning, load_credentials
+    from appliance.tsa.credentials import days_to_expiry, expiry_warning, load_credentials
+    from appliance.tsa.errors import CredentialsError
 
     now = dt.datetime.now(dt.UTC)
     try:

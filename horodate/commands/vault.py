@@ -9,13 +9,13 @@ import json
 import logging
 import signal
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from horodate.commands.vault_settings import DEFAULT_DATA_DIR, data_dir_of, load_vault_table
+
 log = logging.getLogger("horodate.vault")
 
-DEFAULT_DATA_DIR = Path("/var/lib/horodate/vault")
 DEFAULT_LISTEN = "127.0.0.1:3190"
 DEFAULT_TSA = "http://127.0.0.1:3180/tsa"
 AUDITOR_DAYS = 90  # a funder's control lasts weeks; the establishment grants a new token after
@@ -83,31 +83,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help=f"the vault's data (default {DEFAULT_DATA_DIR})")
 
 
-def _load_toml(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    vault = data.get("vault", {})
-    if not isinstance(vault, dict):
-        raise ValueError(f"{path}: [vault] must be a table")
-    return vault
-
-
-def _data_dir(args: argparse.Namespace, conf: dict[str, Any]) -> Path:
-    return Path(args.data_dir or conf.get("data_dir") or DEFAULT_DATA_DIR)
-
-
 def config_from(args: argparse.Namespace) -> Any:
     from daemon.vault import VaultConfig
 
-    conf = _load_toml(args.config)
+    conf = load_vault_table(args.config)
     windows = {
         code: dt.timedelta(minutes=float(minutes))
         for code, minutes in conf.get("signing_window_minutes", {}).items()
     }
     kwargs: dict[str, Any] = {
-        "data_dir": _data_dir(args, conf),
+        "data_dir": data_dir_of(args, conf),
         "tsa_urls": tuple(args.tsa or conf.get("tsa", [DEFAULT_TSA])),
         "tsa_ca": args.tsa_ca or (Path(conf["tsa_ca"]) if "tsa_ca" in conf else None),
         "windows": windows,
@@ -206,8 +191,8 @@ def run_keys_create(args: argparse.Namespace) -> int:
         return 2
     token = new_token()
     try:
-        conf = _load_toml(args.config)
-        store = Store.open(_data_dir(args, conf))
+        conf = load_vault_table(args.config)
+        store = Store.open(data_dir_of(args, conf))
         try:
             moment = utc_now()
             now = utc_text(moment)
@@ -252,8 +237,8 @@ def run_keys_create(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from horodate.commands.vault_verify import run as verify
 
-    conf = _load_toml(args.config)
-    args.data_dir = _data_dir(args, conf)
+    conf = load_vault_table(args.config)
+    args.data_dir = data_dir_of(args, conf)
     return verify(args)
 
 
@@ -261,9 +246,9 @@ def run_usage(args: argparse.Namespace) -> int:
     from daemon.errors import VaultError
     from daemon.usage import usage
 
-    conf = _load_toml(args.config)
+    conf = load_vault_table(args.config)
     try:
-        rows = usage(_data_dir(args, conf), month=args.month)
+        rows = usage(data_dir_of(args, conf), month=args.month)
     except (VaultError, OSError, ValueError) as e:
         print(f"horodate vault usage: {e}", file=sys.stderr)
         return 1

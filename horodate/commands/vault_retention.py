@@ -71,9 +71,9 @@ def register(tools: argparse._SubParsersAction[argparse.ArgumentParser], common:
 
 def _resolve(args: argparse.Namespace) -> Path:
     """The data directory: --data-dir, else the configuration's, else the default."""
-    from horodate.commands.vault import _data_dir, _load_toml
+    from horodate.commands.vault_settings import data_dir_of, load_vault_table
 
-    path: Path = _data_dir(args, _load_toml(args.config))
+    path: Path = data_dir_of(args, load_vault_table(args.config))
     return path
 
 

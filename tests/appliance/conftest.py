@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from appliance.clock import Policy
-from appliance.keys import init_dev_pki, load_credentials
-from appliance.server import TsaService
-from appliance.timekeeper import Timekeeper
+from appliance.clock.timekeeper import Timekeeper
+from appliance.issuance.issuer import TsaService
+from appliance.issuance.log import IssuanceLog
+from appliance.issuance.serials import SerialAllocator
 from appliance.tsa import TimeStampAuthority
-from appliance.tsa.journal import IssuanceLog
-from appliance.tsa.serials import SerialAllocator
+from appliance.tsa.credentials import load_credentials
+from appliance.tsa.dev_pki import init_dev_pki
 from drivers.sample import SourceKind, TimeSample
 
 NS = 1_000_000_000
@@ -83,16 +84,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
 def tsa_service(pki, tmp_path: Path) -> Callable[..., TsaService]:  # type: ignore[no-untyped-def]
     made: list[TsaService] = []
 
-    def make(*, journal: object | None = None) -> TsaService:
+    def make(*, issuance_log: object | None = None) -> TsaService:
         creds = load_credentials(pki.tsa_key, pki.tsa_cert, pki.chain, now=dt.datetime.now(dt.UTC))
-        if journal is None:
+        if issuance_log is None:
             log = IssuanceLog(tmp_path / "issued.log")
             log.start()
-            journal = log
+            issuance_log = log
         service = TsaService(
             authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
             serials=SerialAllocator(tmp_path / "serials.state", create=True),
-            journal=journal,
+            issuance_log=issuance_log,
             chain_pem=creds.chain_pem(),
             days_to_expiry=lambda: 100.0,
         )
@@ -101,6 +102,6 @@ def tsa_service(pki, tmp_path: Path) -> Callable[..., TsaService]:  # type: igno
 
     yield make
     for service in made:
-        if isinstance(service.journal, IssuanceLog):
-            service.journal.close()
+        if isinstance(service.issuance_log, IssuanceLog):
+            service.issuance_log.close()
         service.serials.close()

@@ -11,7 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from appliance.fastlane import NOT_ACCEPTING, BalancedAcceptor
+from appliance.http.balancing import NOT_ACCEPTING, BalancedAcceptor
 
 
 class Open(asyncio.Protocol):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import serving
+from appliance.http import listening
 
 from .test_fastlane import (  # noqa: F401 - served is a fixture
     _AMBIGUOUS,
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def nginx(served: serving.Listening, tmp_path: Path) -> Iterator[int]:  # noqa: F811
+def nginx(served: listening.Listening, tmp_path: Path) -> Iterator[int]:  # noqa: F811
     """nginx on a free port, proxying to the appliance's public socket with keep-alive."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed (make test installs nginx-light)")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bootstrap import ISSUANCE_LOG, SERIAL_STATE, StartupError, build_app
 from appliance.clock import Policy
+from appliance.clock.timekeeper import Timekeeper
 from appliance.config import ApplianceConfig
-from appliance.server import TSA
-from appliance.service import Appliance, Sources
-from appliance.timekeeper import Timekeeper
+from appliance.http.app_keys import TSA
+from appliance.runtime.assembly import ISSUANCE_LOG, SERIAL_STATE, StartupError, build_app
+from appliance.runtime.driver_threads import Appliance, Sources
 from horodate.cli import main as horodate
 from timestamping import Digest, VerificationFailed, build_request
 from timestamping.verify import verify_reply

@@ -86,7 +86,7 @@ def test_parse_listen() -> None:
 
 
 def test_policy_takes_the_clock_section_and_the_leap_second_list(tmp_path: Path) -> None:
-    from appliance.service import policy_for
+    from appliance.runtime.driver_threads import policy_for
 
     leaps = tmp_path / "leap-seconds.list"
     # NTP seconds, TAI-UTC: 2017-01-01 brought TAI-UTC from 36 to 37.
@@ -100,7 +100,7 @@ def test_policy_takes_the_clock_section_and_the_leap_second_list(tmp_path: Path)
 
 
 def test_an_unreadable_leap_second_list_is_not_fatal(tmp_path: Path) -> None:
-    from appliance.service import policy_for
+    from appliance.runtime.driver_threads import policy_for
 
     config = load_config(write(tmp_path, '[clock]\nleap_seconds_file = "/nonexistent/list"\n'))
     assert policy_for(config).leap_seconds == ()

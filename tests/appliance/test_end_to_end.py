@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from appliance.bootstrap import build_app
 from appliance.config import ApplianceConfig
+from appliance.runtime.assembly import build_app
 from appliance.tsa import FailInfo
 from horodate.cli import main as horodate
 from timestamping import Digest, build_request, parse_reply
@@ -193,7 +193,7 @@ async def test_a_lone_liar_is_named_and_outvoted(appliance: TestClient) -> None:
 async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> None:
     """The simulated receiver's pty disappears (as a USB GPS unplugged): /health says the
     port is not open; plugged back, the same process reads it again."""
-    from appliance.server import WORLD
+    from appliance.http.app_keys import WORLD
 
     client = appliance
     await wait_for_health(client, status=200, deadline_s=60)
@@ -225,8 +225,8 @@ async def test_no_quorum_from_the_start_then_tokens_when_the_sources_recover(
     """Faulted before the first sample (GPS without a fix, the NTP server unsynchronised):
     no quorum, so every request is refused with timeNotAvailable; the faults cleared, tokens
     come."""
-    from appliance.service import Appliance, build_sources, policy_for
-    from appliance.timekeeper import Timekeeper
+    from appliance.clock.timekeeper import Timekeeper
+    from appliance.runtime.driver_threads import Appliance, build_sources, policy_for
     from drivers.sim.faults import Faults
 
     config = ApplianceConfig(simulate=True, data_dir=tmp_path / "appliance")

@@ -1,4 +1,5 @@
-"""The fast lane (``appliance.fastlane``) and how the appliance listens (``appliance.serving``).
+"""The fast lane (``appliance.http.fastlane``, ``appliance.http.group_commit``) and how the
+appliance listens (``appliance.http.listening``).
 
 - ``frame()`` on a table of requests: the one plain form it serves, and every other form it
   must leave to aiohttp;
@@ -36,19 +37,21 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import fastlane, serving
-from appliance.fastlane import (
+from appliance.clock.timekeeper import Timekeeper
+from appliance.http import fastlane, listening
+from appliance.http.app import create_app
+from appliance.http.app_keys import CONFIG, ServerConfig
+from appliance.http.fastlane import (
     MAX_HEAD_BYTES,
     NOT_OURS,
     REQUEST_LINE,
     FastLane,
-    Flush,
     Framed,
     LaneConfig,
     frame,
 )
-from appliance.server import CONFIG, ServerConfig, TsaService, create_app
-from appliance.timekeeper import Timekeeper
+from appliance.http.group_commit import Flush
+from appliance.issuance.issuer import TsaService
 from timestamping import Digest, build_request, parse_reply
 
 from .conftest import VirtualClock, feed_agreeing_sources
@@ -266,7 +269,7 @@ def test_not_ours(buf: bytes) -> None:
 def test_max_body_is_the_callers() -> None:
     assert frame(post(b"x" * 10), 10) == Framed(len(post(b"x" * 10)) - 10, 10, False)
     assert frame(post(b"x" * 11), 10) == NOT_OURS
-    assert frame(post(b""), -1) == NOT_OURS  # serving.listening without a TSA: nothing is ours
+    assert frame(post(b""), -1) == NOT_OURS  # listening.listening without a TSA: nothing is ours
 
 
 # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
@@ -569,9 +572,9 @@ async def exchange(port: int, data: bytes) -> Response:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[serving.Listening]:
-    public = serving.bind_public(HOST, 0)
-    async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
+async def served() -> AsyncIterator[listening.Listening]:
+    public = listening.bind_public(HOST, 0)
+    async with listening.listening(make_app(), public, tokens=LaneTokens()) as where:
         yield where
 
 
@@ -588,10 +591,10 @@ async def bare_lane(config: LaneConfig) -> AsyncIterator[int]:
 
 
 def nobody() -> str:
-    return serving.abstract_socket_name("nobody-listens")
+    return listening.abstract_socket_name("nobody-listens")
 
 
-async def test_plain_post_is_answered_by_the_lane(served: serving.Listening) -> None:
+async def test_plain_post_is_answered_by_the_lane(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(PLAIN)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
@@ -614,7 +617,7 @@ async def test_plain_post_is_answered_by_the_lane(served: serving.Listening) -> 
 
 
 async def test_a_request_written_byte_by_byte_is_answered_by_the_lane(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     async with connect(served.port) as (reader, writer):
         for i in range(len(PLAIN)):
@@ -625,7 +628,7 @@ async def test_a_request_written_byte_by_byte_is_answered_by_the_lane(
         assert reply.by_lane and reply.body == b"lane:hello"
 
 
-async def test_pipelined_posts_are_answered_in_order(served: serving.Listening) -> None:
+async def test_pipelined_posts_are_answered_in_order(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         # the first one's answer takes longest: the others must still come after it
         writer.write(post(b"slow") + post(b"two") + post(b"three"))
@@ -634,7 +637,7 @@ async def test_pipelined_posts_are_answered_in_order(served: serving.Listening) 
         assert all(r.by_lane and r.status == 200 for r in replies)
 
 
-async def test_many_pipelined_posts_are_all_answered(served: serving.Listening) -> None:
+async def test_many_pipelined_posts_are_all_answered(served: listening.Listening) -> None:
     bodies = [b"n%d" % i for i in range(200)]
     async with connect(served.port) as (reader, writer):
         writer.write(b"".join(post(b) for b in bodies))
@@ -643,7 +646,7 @@ async def test_many_pipelined_posts_are_all_answered(served: serving.Listening) 
 
 
 async def test_get_after_post_goes_to_aiohttp_and_the_connection_keeps_working(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(PLAIN)
@@ -661,7 +664,7 @@ async def test_get_after_post_goes_to_aiohttp_and_the_connection_keeps_working(
         assert (await read_response(reader)).body == b"healthy"
 
 
-async def test_pipelined_post_then_get_keep_their_order(served: serving.Listening) -> None:
+async def test_pipelined_post_then_get_keep_their_order(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"slow") + GET_HEALTH + post(b"x"))
         replies = [await read_response(reader) for _ in range(3)]
@@ -670,7 +673,7 @@ async def test_pipelined_post_then_get_keep_their_order(served: serving.Listenin
 
 
 async def test_a_hand_over_split_across_writes_reaches_aiohttp_whole(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     request = post(b"", extra=(b"Transfer-Encoding: chunked",))
     async with connect(served.port) as (reader, writer):
@@ -683,7 +686,7 @@ async def test_a_hand_over_split_across_writes_reaches_aiohttp_whole(
         assert reply.body == b"via-aiohttp:split" and not reply.by_lane
 
 
-async def test_chunked_post_goes_to_aiohttp(served: serving.Listening) -> None:
+async def test_chunked_post_goes_to_aiohttp(served: listening.Listening) -> None:
     request = (
         post(b"", extra=(b"Transfer-Encoding: chunked",)) + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
@@ -691,7 +694,7 @@ async def test_chunked_post_goes_to_aiohttp(served: serving.Listening) -> None:
     assert reply.status == 200 and reply.body == b"via-aiohttp:abcde" and not reply.by_lane
 
 
-async def test_expect_continue_goes_to_aiohttp(served: serving.Listening) -> None:
+async def test_expect_continue_goes_to_aiohttp(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"", length=b"5", extra=(b"Expect: 100-continue",)))
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
@@ -701,22 +704,22 @@ async def test_expect_continue_goes_to_aiohttp(served: serving.Listening) -> Non
         assert reply.body == b"via-aiohttp:hello"
 
 
-async def test_oversized_body_gets_413_from_aiohttp(served: serving.Listening) -> None:
+async def test_oversized_body_gets_413_from_aiohttp(served: listening.Listening) -> None:
     reply = await exchange(served.port, post(b"x" * (MAX_BODY + 1)))
     assert reply.status == 413 and not reply.by_lane
 
 
-async def test_wrong_content_type_gets_415_from_aiohttp(served: serving.Listening) -> None:
+async def test_wrong_content_type_gets_415_from_aiohttp(served: listening.Listening) -> None:
     reply = await exchange(served.port, post(content_type=b"text/plain"))
     assert reply.status == 415 and not reply.by_lane
 
 
-async def test_other_method_and_unknown_path_reach_aiohttp(served: serving.Listening) -> None:
+async def test_other_method_and_unknown_path_reach_aiohttp(served: listening.Listening) -> None:
     assert (await exchange(served.port, PLAIN.replace(b"POST", b"PUT", 1))).status == 405
     assert (await exchange(served.port, post(path=b"/nowhere"))).status == 404
 
 
-async def test_http_1_0_post_goes_to_aiohttp(served: serving.Listening) -> None:
+async def test_http_1_0_post_goes_to_aiohttp(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(version=b"HTTP/1.0"))
         data = await read_eof(reader)
@@ -724,7 +727,7 @@ async def test_http_1_0_post_goes_to_aiohttp(served: serving.Listening) -> None:
     assert data.endswith(b"via-aiohttp:hello")
 
 
-async def test_garbage_gets_400_from_aiohttp(served: serving.Listening) -> None:
+async def test_garbage_gets_400_from_aiohttp(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(b"\x00\x01 not http at all\r\n\r\n")
         data = await read_eof(reader)
@@ -733,7 +736,7 @@ async def test_garbage_gets_400_from_aiohttp(served: serving.Listening) -> None:
     assert b"Server: Horodate" not in data
 
 
-async def test_connection_close_gets_the_reply_then_eof(served: serving.Listening) -> None:
+async def test_connection_close_gets_the_reply_then_eof(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(extra=(b"Connection: close",)) + post(b"never answered"))
         reply = await read_response(reader)
@@ -743,7 +746,7 @@ async def test_connection_close_gets_the_reply_then_eof(served: serving.Listenin
 
 
 async def test_an_answer_that_raises_gets_500_and_the_connection_closes(
-    served: serving.Listening, caplog: pytest.LogCaptureFixture
+    served: listening.Listening, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"raise") + post(b"never answered"))
@@ -755,7 +758,7 @@ async def test_an_answer_that_raises_gets_500_and_the_connection_closes(
 
 
 async def test_a_client_leaving_while_answered_does_not_hurt_the_server(
-    served: serving.Listening, caplog: pytest.LogCaptureFixture
+    served: listening.Listening, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with connect(served.port) as (_, writer):
         writer.write(post(b"slow"))
@@ -807,7 +810,7 @@ async def test_activity_postpones_the_idle_timeout() -> None:
 
 
 async def test_a_bridged_connection_follows_aiohttps_keep_alive_not_the_lanes(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     config = LaneConfig(max_body=MAX_BODY, backend=served.backend, idle_timeout_s=0.2)
     async with bare_lane(config) as port, connect(port) as (reader, writer):
@@ -819,7 +822,7 @@ async def test_a_bridged_connection_follows_aiohttps_keep_alive_not_the_lanes(
 
 
 async def test_a_token_whose_record_is_not_durable_is_withheld(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"lost") + post(b"kept"))
@@ -835,7 +838,7 @@ async def test_a_slow_answer_is_not_cut_by_the_idle_timeout() -> None:
         assert (await read_response(reader)).body == b"lane:slow"
 
 
-async def test_half_close_after_a_post_still_gets_the_reply(served: serving.Listening) -> None:
+async def test_half_close_after_a_post_still_gets_the_reply(served: listening.Listening) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"slow"))
         writer.write_eof()
@@ -845,7 +848,7 @@ async def test_half_close_after_a_post_still_gets_the_reply(served: serving.List
 
 
 async def test_half_close_after_a_get_through_the_bridge_ends_as_aiohttp_ends_it(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     """aiohttp closes a connection on EOF (``RequestHandler.eof_received``), which may drop
     the response in progress; through the bridge the client sees what it sees from aiohttp
@@ -869,7 +872,7 @@ async def test_half_close_after_a_get_through_the_bridge_ends_as_aiohttp_ends_it
 
 
 async def test_half_close_after_pipelined_posts_still_gets_every_reply(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(post(b"slow") + post(b"two") + post(b"three"))
@@ -880,7 +883,7 @@ async def test_half_close_after_pipelined_posts_still_gets_every_reply(
 
 
 async def test_half_close_before_a_bridged_request_is_passed_on_not_left_hanging(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     """The EOF came while the lane was answering; the next request goes to aiohttp with the
     EOF after it, so the connection ends (aiohttp's own way) instead of idling for 75 s."""
@@ -894,7 +897,7 @@ async def test_half_close_before_a_bridged_request_is_passed_on_not_left_hanging
 
 
 async def test_without_a_tsa_everything_goes_to_aiohttp() -> None:
-    async with serving.listening(make_app(), serving.bind_public(HOST, 0)) as where:
+    async with listening.listening(make_app(), listening.bind_public(HOST, 0)) as where:
         reply = await exchange(where.port, PLAIN)
     assert reply.body == b"via-aiohttp:hello" and not reply.by_lane
 
@@ -906,7 +909,7 @@ async def test_the_default_answer_is_the_apps_tsa_service(
     service: TsaService = tsa_service()
     app = create_app(ServerConfig(max_request_bytes=MAX_BODY), timekeeper, tsa=service)
     q = build_request(hashlib.sha256(b"fast lane").digest(), digest=Digest.SHA256, nonce=7)
-    async with serving.listening(app, serving.bind_public(HOST, 0)) as where:
+    async with listening.listening(app, listening.bind_public(HOST, 0)) as where:
         reply = await exchange(where.port, post(q.der))
     assert reply.status == 200 and reply.by_lane
     token = parse_reply(reply.body)
@@ -915,9 +918,9 @@ async def test_the_default_answer_is_the_apps_tsa_service(
 
 
 async def test_listening_reports_where_and_stops_listening_on_exit() -> None:
-    public = serving.bind_public(HOST, 0)
+    public = listening.bind_public(HOST, 0)
     port = public.getsockname()[1]
-    async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
+    async with listening.listening(make_app(), public, tokens=LaneTokens()) as where:
         assert (where.host, where.port) == (HOST, port)
         assert where.backend.startswith("\0horodate-app-")
         backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -931,8 +934,8 @@ async def test_listening_reports_where_and_stops_listening_on_exit() -> None:
 
 
 async def test_bridged_connections_are_closed_when_listening_exits() -> None:
-    async with serving.listening(
-        make_app(), serving.bind_public(HOST, 0), tokens=LaneTokens()
+    async with listening.listening(
+        make_app(), listening.bind_public(HOST, 0), tokens=LaneTokens()
     ) as w:
         reader, writer = await asyncio.open_connection(HOST, w.port)
         writer.write(GET_HEALTH)
@@ -944,8 +947,8 @@ async def test_bridged_connections_are_closed_when_listening_exits() -> None:
 
 
 async def test_lane_connections_are_not_answered_after_listening_exits() -> None:
-    async with serving.listening(
-        make_app(), serving.bind_public(HOST, 0), tokens=LaneTokens()
+    async with listening.listening(
+        make_app(), listening.bind_public(HOST, 0), tokens=LaneTokens()
     ) as w:
         reader, writer = await asyncio.open_connection(HOST, w.port)
         writer.write(PLAIN)
@@ -998,22 +1001,22 @@ async def test_a_client_that_never_reads_cannot_grow_the_write_buffer_without_bo
 
 
 def test_bind_public_makes_a_listening_nonblocking_socket() -> None:
-    with serving.bind_public(HOST, 0) as sock:
+    with listening.bind_public(HOST, 0) as sock:
         assert sock.family == socket.AF_INET and sock.getsockname()[1] != 0
         assert not sock.getblocking()
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         with pytest.raises(OSError):
-            serving.bind_public(HOST, sock.getsockname()[1])  # taken
+            listening.bind_public(HOST, sock.getsockname()[1])  # taken
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 in this Python build")
 def test_bind_public_ipv6() -> None:
-    with serving.bind_public("::1", 0) as sock:
+    with listening.bind_public("::1", 0) as sock:
         assert sock.family == socket.AF_INET6
 
 
 def test_abstract_socket_names_are_fresh() -> None:
-    a, b = serving.abstract_socket_name("x"), serving.abstract_socket_name("x")
+    a, b = listening.abstract_socket_name("x"), listening.abstract_socket_name("x")
     assert a != b and a.startswith("\0horodate-x-") and b.startswith("\0horodate-x-")
 
 
@@ -1087,7 +1090,7 @@ async def fuzz_one(port: int, data: bytes) -> bytes:
 
 
 async def test_socket_fuzz_every_connection_is_answered_or_closed(
-    served: serving.Listening,
+    served: listening.Listening,
 ) -> None:
     cases = socket_fuzz_cases(random.Random(20261128))
     results: list[bytes | BaseException] = []
@@ -1135,8 +1138,8 @@ def test_under_uvloop(scenario: Any) -> None:
 
     async def run() -> None:
         assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
-        public = serving.bind_public(HOST, 0)
-        async with serving.listening(make_app(), public, tokens=LaneTokens()) as where:
+        public = listening.bind_public(HOST, 0)
+        async with listening.listening(make_app(), public, tokens=LaneTokens()) as where:
             await scenario(where)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -1177,8 +1180,11 @@ class RepliedLane:
     def __init__(self) -> None:
         self.replies: list[bytes | None] = []
 
-    def _reply(self, der: bytes | None, close: bool) -> None:
+    def reply(self, der: bytes | None, close: bool) -> None:
         self.replies.append(der)
+
+    def close(self) -> None:
+        self.replies.append(b"closed")
 
 
 async def iterations(n: int) -> None:
@@ -1325,7 +1331,7 @@ _AMBIGUOUS = {
 
 @pytest.mark.parametrize("request_bytes", list(_AMBIGUOUS.values()), ids=list(_AMBIGUOUS))
 async def test_ambiguous_framing_gets_400_and_the_connection_closed(
-    served: serving.Listening, request_bytes: bytes
+    served: listening.Listening, request_bytes: bytes
 ) -> None:
     async with connect(served.port) as (reader, writer):
         writer.write(request_bytes)

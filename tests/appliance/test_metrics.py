@@ -7,7 +7,8 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from appliance.metrics import Exposition, TsaTally
+from appliance.http.exposition import Exposition
+from appliance.issuance.issuer import TsaTally
 
 
 def test_a_histogram_is_written_cumulative_with_sum_and_count() -> None:

@@ -23,18 +23,22 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-import appliance.server as server_module
-from appliance.keys import init_dev_pki, load_credentials
-from appliance.server import ServerConfig, TsaService, create_app, health_document
-from appliance.timekeeper import Timekeeper
-from appliance.tsa import FailInfo
-from appliance.tsa.journal import (
+import appliance.http.app as server_module
+from appliance.clock.timekeeper import Timekeeper
+from appliance.http.app import create_app
+from appliance.http.app_keys import ServerConfig
+from appliance.http.health import health_document
+from appliance.issuance.issuer import TsaService
+from appliance.issuance.log import (
     COMMIT_BUCKETS_S,
     IssuanceLog,
-    JournalError,
+    IssuanceLogError,
     decode_payload,
     read_log,
 )
+from appliance.tsa import FailInfo
+from appliance.tsa.credentials import load_credentials
+from appliance.tsa.dev_pki import init_dev_pki
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
 from timestamping import Digest, build_request, parse_reply
@@ -164,10 +168,10 @@ async def test_a_token_that_cannot_be_logged_is_not_handed_out(
 ) -> None:
     class FullDisk:
         def submit(self, records: object, on_durable: object) -> None:
-            raise JournalError("No space left on device")
+            raise IssuanceLogError("No space left on device")
 
     feed_agreeing_sources(timekeeper, clock)
-    service = tsa_service(journal=FullDisk())
+    service = tsa_service(issuance_log=FullDisk())
     client = await make_client(aiohttp_client, timekeeper, tsa=service)
     reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
     assert not reply.granted
@@ -316,10 +320,12 @@ async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
         raise OSError(errno.EIO, "Input/output error")
 
     feed_agreeing_sources(timekeeper, clock)
-    journal = IssuanceLog(tmp_path / "eio.log", fsync=failing_fsync)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "eio.log", fsync=failing_fsync)
+    issuance_log.start()
     try:
-        client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service(journal=journal))
+        client = await make_client(
+            aiohttp_client, timekeeper, tsa=tsa_service(issuance_log=issuance_log)
+        )
         assert (await client.get("/health")).status == 200
         reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
         assert reply.fail_info == frozenset({FailInfo.systemFailure})  # withheld
@@ -336,7 +342,7 @@ async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
         assert "horodate_tsa_issuance_log_failures_total 1" in text
         assert "horodate_tsa_issuance_log_records_total 0" in text
     finally:
-        journal.close()
+        issuance_log.close()
 
 
 # --- /sim/faults -------------------------------------------------------------------------
@@ -485,7 +491,7 @@ async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
     old = init_dev_pki(tmp_path / "old-pki", now=now - dt.timedelta(days=810))
     creds = load_credentials(old.tsa_key, old.tsa_cert, old.chain, now=now)
     monkeypatch.setattr(server_module, "EXPIRY_CHECK_S", 0.05)
-    caplog.set_level(logging.WARNING, logger="appliance.server")
+    caplog.set_level(logging.WARNING, logger="appliance.issuance.issuer")
     service: TsaService = tsa_service()
     service.adopt(creds)
     client = await make_client(aiohttp_client, timekeeper, tsa=service)
@@ -493,7 +499,7 @@ async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "appliance.server" and "expires in" in r.getMessage()
+        if r.name == "appliance.issuance.issuer" and "expires in" in r.getMessage()
     ]
     assert len(warnings) >= 2, warnings
     assert "expires in 15.0 days" in warnings[0] and "renew it" in warnings[0]

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from appliance.clock import ClockState
+from appliance.clock.timekeeper import Timekeeper
 from appliance.config import ApplianceConfig, GpsSection, NtpSection, RtcSection
-from appliance.server import health_document
-from appliance.service import Appliance, build_sources, policy_for
-from appliance.timekeeper import Timekeeper
+from appliance.http.health import health_document
+from appliance.runtime.driver_threads import Appliance, build_sources, policy_for
 from drivers.monotonic import mono_ns, realtime_ns
 from drivers.sim.world import SimWorld
 

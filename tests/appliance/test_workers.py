@@ -24,14 +24,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import appliance.workers as workers
+import appliance.runtime.shared_clock as shared_clock_module
 from appliance.clock import ClockState, Ensemble, Policy, Window
 from appliance.config import ApplianceConfig
-from appliance.metrics import TsaTally
+from appliance.issuance.issuer import TsaTally
+from appliance.issuance.log import COMMIT_BUCKETS_S, read_log
+from appliance.runtime.shared_clock import TICKET_LIFE_NS, SharedClock, TicketPublisher
+from appliance.runtime.workers import RestartBackoff, WorkerPool, WorkerSpec
 from appliance.tsa import FailInfo
 from appliance.tsa.errors import TimeNotAvailable
-from appliance.tsa.journal import COMMIT_BUCKETS_S, read_log
-from appliance.workers import TICKET_LIFE_NS, SharedClock, TicketPublisher, WorkerPool, WorkerSpec
 from drivers.sample import SourceKind, TimeSample
 from horodate.cli import main as horodate
 from timestamping import Digest, TsaReply, build_request, parse_reply
@@ -56,7 +57,7 @@ def shared_clock(workers_: int = 1) -> SharedClock:
 def mono(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The raw-monotonic clock the ticket is read against, set by the test."""
     now = [1_000 * NS]
-    monkeypatch.setattr(workers, "mono_ns", lambda: now[0])
+    monkeypatch.setattr(shared_clock_module, "mono_ns", lambda: now[0])
     yield now
 
 
@@ -124,12 +125,12 @@ def test_the_ticket_still_holds_the_truth_when_the_crystal_is_off_by_up_to_its_m
     shared = SharedClock(crystal_max_ppm=100.0, max_error_ns=10 * NS, workers=1, lock_dir=LOCK_DIR)
     m0 = 5_000 * NS
     shared.publish(Window(m0, truth0 - below, truth0 + above, ClockState.SYNCHRONISED))
-    original = workers.mono_ns
-    workers.mono_ns = lambda: m0 + age  # type: ignore[assignment]
+    original = shared_clock_module.mono_ns
+    shared_clock_module.mono_ns = lambda: m0 + age  # type: ignore[assignment]
     try:
         utc, bound = shared.token_time()
     finally:
-        workers.mono_ns = original  # type: ignore[assignment]
+        shared_clock_module.mono_ns = original  # type: ignore[assignment]
     truth = truth0 + age + int(age * ppm / 1e6)
     assert utc - bound <= truth <= utc + bound
 
@@ -291,7 +292,7 @@ def test_worker_counters_add_up_and_survive_a_restart() -> None:
 
 
 def test_restart_backoff_doubles_while_a_worker_keeps_dying_and_resets_after_a_good_run() -> None:
-    backoff = workers.RestartBackoff(first_s=1.0, max_s=30.0, healthy_s=60.0)
+    backoff = RestartBackoff(first_s=1.0, max_s=30.0, healthy_s=60.0)
     assert [backoff.delay(ran_s=2.0) for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     assert backoff.delay(ran_s=3600.0) == 1.0  # it had run an hour: a fresh failure
     assert backoff.delay(ran_s=0.5) == 2.0
@@ -672,7 +673,7 @@ def test_sighup_renews_the_certificate_of_every_process_without_stopping(
 # The appliance, its start-up interrupted by a SIGHUP it sends itself as it builds the app.
 _RELOAD_WHILE_STARTING = """
 import os, signal, sys
-import appliance.bootstrap as bootstrap
+import appliance.runtime.assembly as bootstrap
 
 real_build_app = bootstrap.build_app
 

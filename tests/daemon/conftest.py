@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from appliance.server import ServerConfig
-from appliance.server import create_app as create_appliance_app
+from appliance.http.app import create_app as create_appliance_app
+from appliance.http.app_keys import ServerConfig
 from daemon.clock import utc_now, utc_text
 from daemon.http.app import create_app
 from daemon.keys import new_token, token_hash

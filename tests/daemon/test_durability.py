@@ -202,9 +202,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 async def test_a_full_disk_refuses_with_507_loses_nothing_and_resumes(
     aiohttp_client: Any, appliance: Appliance, tmpfs: Path, tmp_path: Path
 ) -> None:
-    from daemon.verify import verify_vault
-
     from daemon.http.app import create_app
+    from daemon.verify import verify_vault
     from timestamping.aio_client import AsyncTsaClient
 
     config = VaultConfig(

@@ -73,13 +73,15 @@ class LiveVault:
         from aiohttp.test_utils import TestServer
 
         from appliance.clock import Policy
-        from appliance.keys import init_dev_pki, load_credentials
-        from appliance.server import ServerConfig, TsaService
-        from appliance.server import create_app as appliance_app
-        from appliance.timekeeper import Timekeeper
+        from appliance.clock.timekeeper import Timekeeper
+        from appliance.http.app import create_app as appliance_app
+        from appliance.http.app_keys import ServerConfig
+        from appliance.issuance.issuer import TsaService
+        from appliance.issuance.log import IssuanceLog
+        from appliance.issuance.serials import SerialAllocator
         from appliance.tsa import TimeStampAuthority
-        from appliance.tsa.journal import IssuanceLog
-        from appliance.tsa.serials import SerialAllocator
+        from appliance.tsa.credentials import load_credentials
+        from appliance.tsa.dev_pki import init_dev_pki
         from daemon.http.app import create_app
         from daemon.vault import Vault, VaultConfig
         from tests.appliance.conftest import POLICY_OID, VirtualClock, feed_agreeing_sources
@@ -97,7 +99,7 @@ class LiveVault:
         service = TsaService(
             authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
             serials=SerialAllocator(self.tmp / "serials.state", create=True),
-            journal=log,
+            issuance_log=log,
             chain_pem=creds.chain_pem(),
             days_to_expiry=lambda: 100.0,
         )

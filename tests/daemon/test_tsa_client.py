@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.keys import init_dev_pki
+from appliance.tsa.dev_pki import init_dev_pki
 from tests.daemon.conftest import Appliance
 from timestamping.aio_client import AsyncTsaClient, ClientPolicy
 from timestamping.errors import FailInfo, TimestampingError, VerificationFailed

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.keys import DevPki, TsaCredentials, load_credentials
+from appliance.tsa.credentials import TsaCredentials, load_credentials
+from appliance.tsa.dev_pki import DevPki
 from horodate.cli import main as horodate_main
 
 POLICY_OID = "1.3.6.1.4.1.99999.1.1"

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.keys import DevPki, TsaCredentials
 from appliance.tsa import FailInfo, TimeStampAuthority
+from appliance.tsa.credentials import TsaCredentials
+from appliance.tsa.dev_pki import DevPki
 from appliance.tsa.errors import TimeNotAvailable
 from tests.tsa.conftest import POLICY_OID
 from tests.tsa.test_interop import openssl_query

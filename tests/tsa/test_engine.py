@@ -19,12 +19,12 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.keys import TsaCredentials
 from appliance.tsa import FailInfo, PKIStatus, TimeNotAvailable, TimeStampAuthority, der, reject
-from appliance.tsa.asn1 import parse_response, reference_response
-from appliance.tsa.engine import encode_accuracy, format_gen_time, gen_time_unit_ns
+from appliance.tsa.credentials import TsaCredentials
+from appliance.tsa.engine import encode_accuracy, gen_time_unit_ns
 from appliance.tsa.request import parse_request
 from tests.tsa.conftest import POLICY_OID
+from tests.tsa.reference_builder import format_gen_time, parse_response, reference_response
 from tests.tsa.test_request import _SEEDS, make_request, mutated
 
 # Tomorrow, 00:00:00.123456789Z: inside the development certificates' validity (made at the

@@ -24,10 +24,13 @@ from rfc3161_client import (
 )
 
 from appliance.clock import Policy
-from appliance.keys import DevPki, TsaCredentials
-from appliance.server import ServerConfig, TsaService, create_app
-from appliance.timekeeper import Timekeeper
+from appliance.clock.timekeeper import Timekeeper
+from appliance.http.app import create_app
+from appliance.http.app_keys import ServerConfig
+from appliance.issuance.issuer import TsaService
 from appliance.tsa import TimeStampAuthority
+from appliance.tsa.credentials import TsaCredentials
+from appliance.tsa.dev_pki import DevPki
 from appliance.tsa.request import parse_request
 from tests.appliance.conftest import VirtualClock, feed_agreeing_sources
 from tests.tsa.conftest import POLICY_OID
@@ -44,7 +47,7 @@ async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
     service = TsaService(
         authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
         serials=Counter(),
-        journal=None,
+        issuance_log=None,
         chain_pem=creds.chain_pem(),
     )
     return await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))

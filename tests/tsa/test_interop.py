@@ -23,8 +23,9 @@ from rfc3161_client import (
     decode_timestamp_response,
 )
 
-from appliance.keys import DevPki, TsaCredentials
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
+from appliance.tsa.credentials import TsaCredentials
+from appliance.tsa.dev_pki import DevPki
 from tests.tsa.conftest import POLICY_OID
 
 DATA = b"attendance: session 42, teacher T, student S, signed\n"
@@ -241,7 +242,7 @@ def test_structure_matches_openssl_own_tsa(
 ) -> None:  # fmt: skip
     """``openssl ts -reply`` signs the same request with the same key: the two tokens must
     have the same shape (OpenSSL as a reference implementation of RFC 3161)."""
-    from appliance.tsa.asn1 import parse_response
+    from tests.tsa.reference_builder import parse_response
 
     (tmp_path / "serial").write_text("01\n")
     config = tmp_path / "tsa.cnf"

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.keys import TsaCredentials
-from appliance.server import issued_record
+from appliance.issuance.issued import check, log_paths, merged
+from appliance.issuance.issuer import issued_record
+from appliance.issuance.log import MAGIC, IssuanceLog, Issued, decode_payload, encode_record
+from appliance.issuance.serials import SerialAllocator, split_serial
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
-from appliance.tsa.issued import check, log_paths, merged
-from appliance.tsa.journal import MAGIC, IssuanceLog, Issued, decode_payload, encode_record
-from appliance.tsa.serials import SerialAllocator, split_serial
+from appliance.tsa.credentials import TsaCredentials
 from horodate.cli import main as horodate
 from tests.tsa.conftest import POLICY_OID
 from timestamping import Digest, build_request
@@ -95,7 +95,7 @@ def test_two_processes_logs_check(tmp_path: Path) -> None:
 
 
 def test_check_counts_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("appliance.tsa.issued.PROGRESS_EVERY", 2)
+    monkeypatch.setattr("appliance.issuance.issued.PROGRESS_EVERY", 2)
     two_processes(tmp_path)
     calls: list[tuple[str, int]] = []
     check(log_paths(tmp_path), lambda log, n: calls.append((log, n)))

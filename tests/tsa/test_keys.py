@@ -15,16 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from appliance.keys import (
-    CredentialsError,
-    DevPki,
-    days_to_expiry,
-    expiry_warning,
-    load_credentials,
-    make_csr,
-    write_private_key,
-)
 from appliance.tsa import TsaError
+from appliance.tsa.credentials import days_to_expiry, expiry_warning, load_credentials
+from appliance.tsa.dev_pki import DevPki, make_csr, write_private_key
+from appliance.tsa.errors import CredentialsError
 from horodate.cli import main as horodate
 
 # "Now" for the whole module, taken once the session's development PKI exists (see
@@ -287,6 +281,6 @@ def test_loading_a_soon_expiring_certificate_logs_a_warning(
     tsa_keys: DevPki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key, cert = issue(tsa_keys, tmp_path, eku=TS, not_after=NOW + dt.timedelta(days=5))
-    with caplog.at_level("WARNING", logger="appliance.keys"):
+    with caplog.at_level("WARNING", logger="appliance.tsa.credentials"):
         load_credentials(key, cert, tsa_keys.chain, now=NOW)
     assert any("expires in 5.0 days" in r.getMessage() for r in caplog.records)

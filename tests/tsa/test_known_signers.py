@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.keys import DevPki, TsaCredentials
 from appliance.tsa import TimeStampAuthority
+from appliance.tsa.credentials import TsaCredentials
+from appliance.tsa.dev_pki import DevPki
 from tests.tsa._support_client import Pki, make_pki, openssl_reply, write_openssl_config
 from tests.tsa.conftest import POLICY_OID
 from tests.tsa.test_request import make_request

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.tsa.serials import (
+from appliance.issuance.serials import (
     MAX_SERIAL_BITS,
     SerialAllocator,
     SerialError,
@@ -152,7 +152,7 @@ def test_state_roundtrip(instance_id: int, next_counter: int) -> None:
 _CHILD = """
 import sys
 from pathlib import Path
-from appliance.tsa.serials import SerialAllocator
+from appliance.issuance.serials import SerialAllocator
 alloc = SerialAllocator(Path(sys.argv[1]), block_size=int(sys.argv[2]), create=True)
 out = sys.stdout
 while True:

@@ -18,16 +18,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from appliance.config import ApplianceConfig
-from appliance.server import ServerConfig, TsaService, create_app
-from appliance.service import Appliance
+from appliance.http.app import create_app
+from appliance.http.app_keys import ServerConfig
+from appliance.issuance.issuer import TsaService
+from appliance.runtime.driver_threads import Appliance
 
 if TYPE_CHECKING:
-    from appliance.keys import TsaCredentials
+    from appliance.tsa.credentials import TsaCredentials
     from appliance.tsa.engine import GenTimeFloor
-
 log = logging.getLogger(__name__)
 
+
 SERIAL_STATE = "serials.state"
+
+
 ISSUANCE_LOG = "issued.log"
 
 
@@ -53,7 +57,7 @@ def key_paths(config: ApplianceConfig) -> KeyPaths:
 
 def ensure_dev_keys(config: ApplianceConfig) -> KeyPaths:
     """With ``--simulate``: create a development PKI in the data directory if none is there."""
-    from appliance.keys import init_dev_pki
+    from appliance.tsa.dev_pki import init_dev_pki
 
     paths = key_paths(config)
     if paths.key.exists():
@@ -79,10 +83,11 @@ def build_tsa(
     (``serials-w1.state``, ``issued-w1.log``); ``gen_floor`` is the genTime floor shared by
     every process that signs (ADR 0007).
     """
-    from appliance.keys import CredentialsError, load_credentials
+    from appliance.issuance.log import IssuanceLog
+    from appliance.issuance.serials import SerialAllocator, SerialError
     from appliance.tsa import TimeStampAuthority
-    from appliance.tsa.journal import IssuanceLog
-    from appliance.tsa.serials import SerialAllocator, SerialError
+    from appliance.tsa.credentials import load_credentials
+    from appliance.tsa.errors import CredentialsError
 
     def load() -> TsaCredentials:
         return load_credentials(paths.key, paths.cert, paths.chain, now=dt.datetime.now(dt.UTC))
@@ -112,9 +117,9 @@ def build_tsa(
         serials = SerialAllocator(serial_path, create=first_start)
     except SerialError as e:
         raise StartupError(str(e)) from e
-    journal = IssuanceLog(log_path)
+    issuance_log = IssuanceLog(log_path)
     service = TsaService(
-        authority=authority, serials=serials, journal=journal, load_credentials=load
+        authority=authority, serials=serials, issuance_log=issuance_log, load_credentials=load
     )
     service.adopt(creds)
     return service
@@ -143,17 +148,17 @@ def build_app(
         appliance.stop()
         raise
 
-    journal = tsa.journal
-    assert journal is not None
+    issuance_log = tsa.issuance_log
+    assert issuance_log is not None
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        journal.start()
+        issuance_log.start()
         appliance.start()
         try:
             yield
         finally:
             appliance.stop()
-            journal.close()
+            issuance_log.close()
             tsa.serials.close()
 
     return create_app(

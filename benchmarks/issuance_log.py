@@ -1,6 +1,6 @@
 """Issuance-log throughput: group commit vs one fsync per record, in the same run.
 
-    .venv/bin/python benchmarks/tsa_journal.py [--records N] [--threads T] [--dir DIR]
+    .venv/bin/python benchmarks/issuance_log.py [--records N] [--threads T] [--dir DIR]
 
 Three runs on the same file system (``--dir``, default a fresh temporary directory):
 
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.tsa.journal import IssuanceLog, Issued, read_log
+from appliance.issuance.log import IssuanceLog, Issued, read_log
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +64,7 @@ def make_record(serial: int) -> Issued:
 def run_threads(path: Path, name: str, records: int, threads: int, **kw: object) -> Result:
     latencies: list[float] = []
     lock = threading.Lock()
-    with IssuanceLog(path, **kw) as journal:  # type: ignore[arg-type]
+    with IssuanceLog(path, **kw) as issuance_log:  # type: ignore[arg-type]
         per = records // threads
 
         recs = [make_record(i + 1) for i in range(per * threads)]
@@ -73,7 +73,7 @@ def run_threads(path: Path, name: str, records: int, threads: int, **kw: object)
             mine: list[float] = []
             for rec in recs[base : base + per]:
                 t = time.perf_counter()
-                journal.append(rec)
+                issuance_log.append(rec)
                 mine.append(time.perf_counter() - t)
             with lock:
                 latencies.extend(mine)
@@ -85,7 +85,7 @@ def run_threads(path: Path, name: str, records: int, threads: int, **kw: object)
         for th in pool:
             th.join()
         elapsed = time.perf_counter() - t0
-        fsyncs = journal.stats.fsyncs
+        fsyncs = issuance_log.stats.fsyncs
     return Result(
         name=name, records=per * threads, elapsed_s=elapsed, fsyncs=fsyncs, latencies_s=latencies
     )
@@ -94,23 +94,23 @@ def run_threads(path: Path, name: str, records: int, threads: int, **kw: object)
 def run_async(path: Path, name: str, records: int, tasks: int) -> Result:
     latencies: list[float] = []
 
-    async def main(journal: IssuanceLog) -> float:
+    async def main(issuance_log: IssuanceLog) -> float:
         per = records // tasks
         recs = [make_record(i + 1) for i in range(per * tasks)]
 
         async def work(base: int) -> None:
             for rec in recs[base : base + per]:
                 t = time.perf_counter()
-                await journal.append_async(rec)
+                await issuance_log.append_async(rec)
                 latencies.append(time.perf_counter() - t)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(work(k * per) for k in range(tasks)))
         return time.perf_counter() - t0
 
-    with IssuanceLog(path) as journal:
-        elapsed = asyncio.run(main(journal))
-        fsyncs = journal.stats.fsyncs
+    with IssuanceLog(path) as issuance_log:
+        elapsed = asyncio.run(main(issuance_log))
+        fsyncs = issuance_log.stats.fsyncs
     return Result(
         name=name, records=len(latencies), elapsed_s=elapsed, fsyncs=fsyncs, latencies_s=latencies
     )

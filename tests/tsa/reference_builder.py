@@ -1,37 +1,32 @@
-"""asn1crypto specifications and fixes for RFC 3161, and the slow reference token builder.
+"""Test-only builders: the slow reference token, and genTime formatted the obvious way.
 
-* asn1crypto 1.5.1's ``tsp.TimeStampResp`` makes ``timeStampToken`` mandatory, so it cannot
-  parse or build a rejection; RFC 3161 §2.4.2 has it OPTIONAL. :class:`TimeStampResp` here
-  is the corrected specification.
 * :func:`reference_response` builds a token the obvious way, through asn1crypto objects.
   It is ~100x slower than :mod:`appliance.tsa.engine`'s template path, and exists so the
   tests can require the fast path to produce the very same bytes.
+* :func:`parse_response` reads any ``TimeStampResp`` back with asn1crypto (the
+  specification with the token OPTIONAL is ``timestamping.reply``'s).
+* :func:`format_gen_time` writes genTime as RFC 3161 §2.4.2 says, for the engine's
+  hand-encoded genTime to be compared with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from appliance.keys import TsaCredentials
+from appliance.tsa.credentials import TsaCredentials
 from appliance.tsa.errors import TsaError
+from timestamping.reply import _resp_spec
 
-__all__ = ["TimeStampResp", "parse_response", "reference_response"]
-
-
-class TimeStampResp(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
-    """RFC 3161 §2.4.2 ``TimeStampResp`` with the token OPTIONAL (rejections carry none)."""
-
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("status", tsp.PKIStatusInfo),
-        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
-    ]
+# RFC 3161 §2.4.2's TimeStampResp, token OPTIONAL (asn1crypto's has it mandatory)
+TimeStampResp = _resp_spec()
 
 
 def parse_response(data: bytes) -> Any:
@@ -172,3 +167,15 @@ def reference_response(
         }
     )
     return bytes(response.dump())
+
+
+def format_gen_time(gen_ns: int, unit_ns: int) -> bytes:
+    """GeneralizedTime content per RFC 3161 §2.4.2: "Z", no trailing zeros, no bare ".".
+
+    ``gen_ns`` must be a multiple of ``unit_ns``."""
+    sec, frac_ns = divmod(gen_ns, 1_000_000_000)
+    text = time.strftime("%Y%m%d%H%M%S", time.gmtime(sec))
+    if frac_ns:
+        digits = 9 - len(str(unit_ns)) + 1
+        text += "." + f"{frac_ns // unit_ns:0{digits}d}".rstrip("0")
+    return (text + "Z").encode("ascii")

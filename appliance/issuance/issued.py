@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from appliance.tsa.journal import Issued, JournalError, ScanEnd, read_log
-from appliance.tsa.serials import split_serial
-
-__all__ = ["CheckReport", "Entry", "LogReport", "check", "log_paths", "merged"]
+from appliance.issuance.log import IssuanceLogError, Issued, ScanEnd, read_log
+from appliance.issuance.serials import split_serial
 
 _LOG_NAME: Final = re.compile(r"issued(-w\d+)?\.log\Z")
+
+
 _MAX_PROBLEMS_PER_LOG: Final = 20  # then only counted: one damaged log can hold millions
+
+
 PROGRESS_EVERY: Final = 1 << 16  # records between two progress calls
 
 
@@ -50,7 +52,7 @@ def log_paths(data_dir: Path) -> list[Path]:
 def merged(paths: Iterable[Path]) -> Iterator[Entry]:
     """The records of every log as one sequence in genTime order (each log already is).
 
-    Raises :class:`JournalError` where a log cannot be read or is damaged."""
+    Raises :class:`IssuanceLogError` where a log cannot be read or is damaged."""
     streams = [_entries(path) for path in paths]
     return heapq.merge(*streams, key=lambda entry: entry.record.gen_time_ns)
 
@@ -149,7 +151,7 @@ def _check_log(path: Path, progress: Callable[[str, int], None] | None) -> LogRe
             last_counter[instance] = (counter, rec.serial)
             if progress is not None and n % PROGRESS_EVERY == 0:
                 progress(path.name, n)
-    except JournalError as e:
+    except IssuanceLogError as e:
         report.problem(str(e))
     report.torn_bytes = end.torn_bytes
     return report

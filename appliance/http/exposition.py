@@ -9,46 +9,9 @@ is no global registry to keep consistent.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-@dataclass(slots=True)
-class TsaTally:
-    """What the TSA of one process has counted, or of every process added up."""
-
-    granted: int = 0
-    refused: Counter[str] = field(default_factory=Counter)  # by PKIFailureInfo name
-    log_records: int = 0  # issuance-log records made durable
-    log_bytes: int = 0
-    log_failures: int = 0  # commits that failed: their tokens were withheld
-    logs_stopped: int = 0  # issuance logs refusing every record (an fsync failed)
-    # successful commits by duration, per bucket (JournalStats.commit_counts), and in all
-    log_commit_counts: list[int] = field(default_factory=list)
-    log_commit_seconds: float = 0.0
-    log_slow_commits: int = 0
-
-    @property
-    def log_commits(self) -> int:
-        """Successful commits: write + fdatasync of a group of records."""
-        return sum(self.log_commit_counts)
-
-    def add(self, other: TsaTally) -> None:
-        self.granted += other.granted
-        self.refused.update(other.refused)
-        self.log_records += other.log_records
-        self.log_bytes += other.log_bytes
-        self.log_failures += other.log_failures
-        self.logs_stopped += other.logs_stopped
-        counts = self.log_commit_counts
-        counts += [0] * (len(other.log_commit_counts) - len(counts))
-        for i, n in enumerate(other.log_commit_counts):
-            counts[i] += n
-        self.log_commit_seconds += other.log_commit_seconds
-        self.log_slow_commits += other.log_slow_commits
 
 
 def _escape_label(value: str) -> str:

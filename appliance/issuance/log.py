@@ -11,7 +11,7 @@ wait timed out), never the other way round.
 
 File format (``docs/adr/0005-serial-numbers-and-issuance-log.md``)::
 
-    file   = MAGIC record*                  MAGIC = b"HORODATE-ILOG-1\\n" (16 bytes)
+    file   = MAGIC record*                  MAGIC = b"HORODATE-ILOG-1\n" (16 bytes)
     record = length:u32be crc32:u32be payload[length]
     payload = compact JSON object (UTF-8), the fields of :class:`Issued`
 
@@ -23,7 +23,7 @@ once). A record never starts with a zero length, so the first one ends the log. 
 tolerates a torn *tail* — bad bytes after which no valid record follows, the trace of a
 crash mid-write — and logs a warning; :meth:`IssuanceLog.start` truncates it before
 appending. A bad record that
-is followed by a valid one is corruption: :class:`JournalCorrupt`, and the log refuses to
+is followed by a valid one is corruption: :class:`IssuanceLogCorrupt`, and the log refuses to
 start until an operator has looked at it.
 """
 
@@ -50,60 +50,72 @@ from typing import BinaryIO, Final
 
 from appliance.tsa.errors import TsaError
 
-__all__ = [
-    "COMMIT_BUCKETS_S",
-    "GROW_BYTES",
-    "MAGIC",
-    "MAX_RECORD_BYTES",
-    "SLOW_COMMIT_S",
-    "IssuanceLog",
-    "Issued",
-    "IssuedFields",
-    "JournalCorrupt",
-    "JournalError",
-    "JournalStats",
-    "ScanEnd",
-    "decode_payload",
-    "encode_issued",
-    "encode_record",
-    "read_log",
-]
-
 log = logging.getLogger(__name__)
 
+
 MAGIC: Final = b"HORODATE-ILOG-1\n"
+
+
 _FRAME: Final = struct.Struct(">II")  # length, CRC-32 of the payload
+
+
 MAX_RECORD_BYTES: Final = 8192
+
+
 _TAIL_SCAN_MAX_BYTES: Final = 64 * 1024 * 1024  # a torn tail is at most one batch
+
+
 # Zero-filled space reserved ahead of the records, and when to reserve more. Only speed
 # depends on it: a record written past the reserved space is as durable, fdatasync then
-# also journals the file's new size.
+# also records the file's new size.
 GROW_BYTES: Final = 1024 * 1024
+
+
 _GROW_LOW_WATER: Final = GROW_BYTES // 4
+
+
 _GROW_RETRY_S: Final = 10.0  # after a failure to reserve (a full disk), wait before retrying
+
+
 # How long commits take (write + fdatasync of one group): the upper bounds, in seconds, of
 # the histogram /metrics shows. Every token of a group waits for its commit, and a storage
 # that grows slow (a worn SD card) shows here first.
 COMMIT_BUCKETS_S: Final = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0
 )  # fmt: skip
+
+
 SLOW_COMMIT_S: Final = 0.1  # a commit this long is slow: logged, and counted on /health
+
+
 _SLOW_REPORT_S: Final = 60.0  # slow commits are logged at most this often
+
+
 _ENSEMBLE_MAX_CHARS: Final = 1024
+
+
 _HASH_NAME_MAX_CHARS: Final = 32
+
+
 _IMPRINT_MAX_BYTES: Final = 64  # SHA-512
+
+
 _NONCE_MAX_BITS: Final = 512
+
+
 _SERIAL_MAX_BITS: Final = 160  # RFC 3161 §2.4.2
+
+
 _KEYS: Final = frozenset(
     {"serial", "gen_time_ns", "accuracy_us", "hash", "imprint", "nonce", "ensemble", "token"}
 )
 
 
-class JournalError(TsaError):
+class IssuanceLogError(TsaError):
     """The issuance log cannot record (disk full, I/O error, closed, overloaded) or be read."""
 
 
-class JournalCorrupt(JournalError):
+class IssuanceLogCorrupt(IssuanceLogError):
     """A record in the middle of the log fails its checks: valid records follow a bad one."""
 
 
@@ -164,7 +176,7 @@ def _check(fields: IssuedFields) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JournalStats:
+class IssuanceLogStats:
     """Counters since :meth:`IssuanceLog.start` (for ``/metrics`` and the benchmark)."""
 
     records: int
@@ -206,7 +218,7 @@ def _encode(fields: IssuedFields) -> bytes:
         f'"ensemble":{_json_str(state)},"token":{token_text}}}'
     ).encode()
     if len(payload) > MAX_RECORD_BYTES:  # unreachable with Issued's limits; kept as a guard
-        raise JournalError(f"record for serial {serial} exceeds {MAX_RECORD_BYTES} bytes")
+        raise IssuanceLogError(f"record for serial {serial} exceeds {MAX_RECORD_BYTES} bytes")
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -301,7 +313,7 @@ def _valid_record_after(rest: bytes) -> int | None:
 def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
     head = f.read(len(MAGIC))
     if head != MAGIC:
-        raise JournalError(f"{path} is not a Horodate issuance log (bad header)")
+        raise IssuanceLogError(f"{path} is not a Horodate issuance log (bad header)")
     offset = len(MAGIC)  # file offset of buf[pos]
     index = 0
     chunk_bytes = 1 << 20
@@ -331,7 +343,7 @@ def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
     rest = (buf[pos:] + f.read(_TAIL_SCAN_MAX_BYTES)).rstrip(b"\0")
     while more := f.read(1 << 20):
         if more.strip(b"\0"):
-            raise JournalCorrupt(
+            raise IssuanceLogCorrupt(
                 f"{path}: record #{index} at byte {offset} is corrupt and more than "
                 f"{_TAIL_SCAN_MAX_BYTES} bytes follow it: not a torn tail"
             )
@@ -339,7 +351,7 @@ def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
         return
     found = _valid_record_after(rest)
     if found is not None:
-        raise JournalCorrupt(
+        raise IssuanceLogCorrupt(
             f"{path}: record #{index} at byte {offset} is corrupt, yet a valid record follows "
             f"at byte {offset + found}; the log has been damaged (not a crash mid-write)"
         )
@@ -356,19 +368,19 @@ def _scan(f: BinaryIO, path: Path, end: ScanEnd) -> Iterator[Issued]:
 def read_log(path: Path, *, end: ScanEnd | None = None) -> Iterator[Issued]:
     """Every record of the log, validated, in order.
 
-    Stops with :class:`JournalCorrupt` at a corrupted record in the middle (after yielding
+    Stops with :class:`IssuanceLogCorrupt` at a corrupted record in the middle (after yielding
     the records before it); ignores a torn last record with a warning. ``end``, if given,
     says once the records are read where they ended and how many torn bytes followed.
     """
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the generator below
     except OSError as e:
-        raise JournalError(f"cannot open issuance log {path}: {e}") from e
+        raise IssuanceLogError(f"cannot open issuance log {path}: {e}") from e
     with f:
         try:
             yield from _scan(f, Path(path), ScanEnd() if end is None else end)
         except OSError as e:
-            raise JournalError(f"cannot read issuance log {path}: {e}") from e
+            raise IssuanceLogError(f"cannot read issuance log {path}: {e}") from e
 
 
 class _Batch:
@@ -380,11 +392,11 @@ class _Batch:
         self.frames: list[bytes] = []
         self.first_enqueued = now
         self.done = threading.Event()
-        self.error: JournalError | None = None
+        self.error: IssuanceLogError | None = None
         self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
         self.groups: list[tuple[asyncio.AbstractEventLoop, _Group]] = []
 
-    def settle(self, error: JournalError | None) -> None:
+    def settle(self, error: IssuanceLogError | None) -> None:
         self.error = error
         self.done.set()
         for loop, waiters in self.futures.items():
@@ -438,7 +450,7 @@ class _LoopWaiters:
         self.timeout_s = timeout_s
         self.timer: asyncio.TimerHandle | None = None
 
-    def settle(self, error: JournalError | None) -> None:  # runs in the loop's thread
+    def settle(self, error: IssuanceLogError | None) -> None:  # runs in the loop's thread
         if self.timer is not None:
             self.timer.cancel()
         for fut in self.futures:
@@ -447,16 +459,16 @@ class _LoopWaiters:
             if error is None:
                 fut.set_result(None)
             else:
-                fut.set_exception(JournalError(str(error)))
+                fut.set_exception(IssuanceLogError(str(error)))
 
     def expire(self) -> None:  # runs in the loop's thread
         self.timer = None
-        self.settle(JournalError(f"record not durable within {self.timeout_s} s"))
+        self.settle(IssuanceLogError(f"record not durable within {self.timeout_s} s"))
 
 
-def _caller_error(error: JournalError) -> JournalError:
+def _caller_error(error: IssuanceLogError) -> IssuanceLogError:
     """A fresh exception per waiting caller (tracebacks must not be shared between threads)."""
-    exc = JournalError(str(error))
+    exc = IssuanceLogError(str(error))
     exc.__cause__ = error
     return exc
 
@@ -468,7 +480,7 @@ class IssuanceLog:
     of a batch may wait for companions before the batch is written (default 0: none; the
     next batch forms by itself while the current one's fsync runs, and a linger only adds
     latency to every token). ``max_pending``: records
-    queued at most; beyond, appends fail at once with :class:`JournalError` (back-pressure:
+    queued at most; beyond, appends fail at once with :class:`IssuanceLogError` (back-pressure:
     the server answers ``systemFailure`` rather than queue without bound).
     ``append_timeout_s``: how long an append waits for durability before it fails (async
     callers of one batch share the deadline of the batch's first async caller).
@@ -507,7 +519,7 @@ class IssuanceLog:
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._stopping = False
-        self._failed: JournalError | None = None
+        self._failed: IssuanceLogError | None = None
         self._records = self._bytes = self._failures = 0
         self._commit_counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
         self._commit_seconds = 0.0
@@ -521,16 +533,18 @@ class IssuanceLog:
     def start(self) -> None:
         """Open (or create) the log, drop a torn tail, start the writer thread."""
         if self._thread is not None:
-            raise JournalError("issuance log already started")
+            raise IssuanceLogError("issuance log already started")
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            raise JournalError(f"cannot open issuance log {self._path}: {e}") from e
+            raise IssuanceLogError(f"cannot open issuance log {self._path}: {e}") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                raise JournalError(f"issuance log {self._path} is in use by another process") from e
+                raise IssuanceLogError(
+                    f"issuance log {self._path} is in use by another process"
+                ) from e
             self._end = self._recover(fd)
             self._size = os.fstat(fd).st_size
         except BaseException:
@@ -552,7 +566,7 @@ class IssuanceLog:
                 with open(fd, "rb", closefd=False) as f:
                     head = f.read()
                 if not MAGIC.startswith(head):
-                    raise JournalError(f"{self._path} is not a Horodate issuance log")
+                    raise IssuanceLogError(f"{self._path} is not a Horodate issuance log")
                 os.ftruncate(fd, 0)
                 self._write_all(fd, MAGIC, 0)
                 os.fsync(fd)
@@ -579,7 +593,7 @@ class IssuanceLog:
             log.info("issuance log %s: %d records", self._path, count)
             return end.valid_end
         except OSError as e:
-            raise JournalError(f"cannot prepare issuance log {self._path}: {e}") from e
+            raise IssuanceLogError(f"cannot prepare issuance log {self._path}: {e}") from e
 
     def close(self, *, timeout_s: float = 10.0) -> None:
         """Stop accepting, write and fsync what is pending, stop the writer (deadline-bound)."""
@@ -592,7 +606,7 @@ class IssuanceLog:
             self._cond.notify_all()
         thread.join(timeout_s)
         if thread.is_alive():
-            raise JournalError(
+            raise IssuanceLogError(
                 f"issuance log writer did not finish within {timeout_s} s (disk stalled?)"
             )
         self._thread = None
@@ -625,8 +639,8 @@ class IssuanceLog:
         return self._pending
 
     @property
-    def stats(self) -> JournalStats:
-        return JournalStats(
+    def stats(self) -> IssuanceLogStats:
+        return IssuanceLogStats(
             records=self._records,
             fsyncs=sum(self._commit_counts),
             bytes_written=self._bytes,
@@ -643,11 +657,11 @@ class IssuanceLog:
         """Add frames to the open batch, opening others as each fills; return the batches
         they went into. Nothing is queued if one cannot be. Caller holds ``self._cond``."""
         if not self._accepting:
-            raise JournalError("issuance log is not running")
+            raise IssuanceLogError("issuance log is not running")
         if self._failed is not None:
             raise _caller_error(self._failed)
         if self._pending + len(frames) > self._max_pending:
-            raise JournalError(
+            raise IssuanceLogError(
                 f"issuance log backlog full ({self._pending} records waiting for the disk)"
             )
         batches: list[_Batch] = []
@@ -669,14 +683,14 @@ class IssuanceLog:
     def append(self, rec: Issued) -> None:
         """Record ``rec``; return once it is durable. Thread-safe.
 
-        Raises :class:`JournalError` if it cannot be made durable within
+        Raises :class:`IssuanceLogError` if it cannot be made durable within
         ``append_timeout_s`` (the record may still reach the log later — never the reverse).
         """
         frame = encode_record(rec)
         with self._cond:
             (batch,) = self._enqueue([frame])
         if not batch.done.wait(self._append_timeout_s):
-            raise JournalError(
+            raise IssuanceLogError(
                 f"serial {rec.serial:#x} not durable within {self._append_timeout_s} s"
             )
         if batch.error is not None:
@@ -704,9 +718,9 @@ class IssuanceLog:
         ``on_durable(True)`` in the running event loop once they are all durable, or
         ``on_durable(False)`` if any is not (or not within ``append_timeout_s``).
 
-        For an event loop that batches its own records (``appliance.fastlane``): one call,
+        For an event loop that batches its own records (``appliance.http.group_commit``): one call,
         one callback, per group, where :meth:`append_async` costs a future per record.
-        Raises :class:`JournalError` at once if the log is not running or its backlog is
+        Raises :class:`IssuanceLogError` at once if the log is not running or its backlog is
         full (nothing of ``frames`` is queued then).
         """
         loop = asyncio.get_running_loop()
@@ -750,7 +764,7 @@ class IssuanceLog:
                 if self._size - self._end < _GROW_LOW_WATER:
                     self._reserve()
         except BaseException as e:  # a bug: fail every waiter now, not at its timeout
-            self._failed = JournalError(f"issuance log writer crashed: {e!r}")
+            self._failed = IssuanceLogError(f"issuance log writer crashed: {e!r}")
             log.critical("%s", self._failed, exc_info=True)
             with self._cond:
                 self._accepting = False
@@ -824,7 +838,7 @@ class IssuanceLog:
         self._slow_reported, self._slowest_s = self._slow_commits, 0.0
         self._slow_report_after = now + _SLOW_REPORT_S
 
-    def _commit(self, frames: list[bytes]) -> JournalError | None:
+    def _commit(self, frames: list[bytes]) -> IssuanceLogError | None:
         if self._failed is not None:
             return self._failed
         data = b"".join(frames)
@@ -833,7 +847,7 @@ class IssuanceLog:
             self._write_all(self._fd, data, self._end)
         except OSError as e:
             self._failures += 1
-            error = JournalError(
+            error = IssuanceLogError(
                 f"issuance log write failed, {len(frames)} records not recorded: {e}"
             )
             log.error("%s", error)
@@ -841,7 +855,7 @@ class IssuanceLog:
                 os.ftruncate(self._fd, self._end)
                 self._size = self._end
             except OSError as e2:
-                self._failed = JournalError(
+                self._failed = IssuanceLogError(
                     f"issuance log write failed and could not be rolled back: {e2}"
                 )
                 log.critical("%s; refusing all further records", self._failed)
@@ -852,7 +866,7 @@ class IssuanceLog:
             # After a failed fsync the kernel may have dropped the dirty pages: what is on
             # disk is unknown, so no later fsync can vouch for these records. Stop for good.
             self._failures += 1
-            self._failed = JournalError(f"issuance log fsync failed, log stopped: {e}")
+            self._failed = IssuanceLogError(f"issuance log fsync failed, log stopped: {e}")
             log.critical("%s", self._failed)
             return self._failed
         self._timed(time.perf_counter() - started)

@@ -1,7 +1,7 @@
 """The running appliance: driver threads feeding the clock, the RTC discipline, the TSA.
 
 Everything blocking (serial reads, NTP round trips, I2C edge timing) runs in its own
-daemon thread and hands samples to the :class:`~appliance.timekeeper.Timekeeper`; the
+daemon thread and hands samples to the :class:`~appliance.clock.timekeeper.Timekeeper`; the
 aiohttp server only asks the timekeeper. A driver thread that fails logs why and retries
 with a bounded back-off: a source that comes and goes is the ensemble's business, not a
 reason for the process to die.
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.clock import Policy
+from appliance.clock.timekeeper import Timekeeper
 from appliance.config import ApplianceConfig, parse_host_port
-from appliance.timekeeper import Timekeeper
 from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns
 
@@ -28,15 +28,23 @@ if TYPE_CHECKING:
     from drivers.pps import PpsReceiver
     from drivers.rtc import Ds3231Clock
     from drivers.sim.world import SimWorld
-
 log = logging.getLogger(__name__)
+
 
 # With --simulate the NTP server is on loopback and ours: poll it briskly so the demo
 # reaches a quorum in seconds, not minutes.
 SIM_NTP_POLL_INTERVAL_S = 4.0
+
+
 RTC_READ_INTERVAL_S = 30.0  # each read polls the bus for the seconds edge (up to 1 s)
+
+
 RTC_DISCIPLINE_CHECK_S = 2.0
+
+
 THREAD_JOIN_TIMEOUT_S = 3.0
+
+
 RETRY_BACKOFF_MAX_S = 30.0
 
 
@@ -327,6 +335,3 @@ class Appliance:
             return
         self.timekeeper.add(check)  # its first sample as a disciplined reference
         log.info("rtc0: set from the consensus (residual %.1f ms)", residual_s * 1e3)
-
-
-__all__ = ["Appliance", "Sources", "build_sources", "policy_for"]

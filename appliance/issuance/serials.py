@@ -36,16 +36,27 @@ from typing import Final
 
 from appliance.tsa.errors import TsaError
 
-__all__ = ["MAX_SERIAL_BITS", "SerialAllocator", "SerialError", "SerialState", "split_serial"]
-
 log = logging.getLogger(__name__)
 
+
 MAX_SERIAL_BITS: Final = 160  # RFC 3161 §2.4.2: "integers up to 160 bits"
+
+
 _COUNTER_BITS: Final = 64
+
+
 _RUN_TAG_BITS: Final = 32
+
+
 _INSTANCE_BITS: Final = 63  # 63 + 32 + 64 = 159 bits: positive and below the 160-bit cap
+
+
 _COUNTER_MAX: Final = (1 << _COUNTER_BITS) - 1
+
+
 _MAGIC: Final = "horodate-serials 1"
+
+
 _STATE_MAX_BYTES: Final = 4096
 
 

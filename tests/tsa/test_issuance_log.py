@@ -19,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import appliance.tsa.journal as journal_module
-from appliance.tsa.journal import (
+import appliance.issuance.log as log_module
+from appliance.issuance.log import (
     COMMIT_BUCKETS_S,
     GROW_BYTES,
     MAGIC,
     SLOW_COMMIT_S,
     IssuanceLog,
+    IssuanceLogCorrupt,
+    IssuanceLogError,
     Issued,
-    JournalCorrupt,
-    JournalError,
     encode_issued,
     encode_record,
     read_log,
@@ -84,20 +84,20 @@ def test_roundtrip_every_field(tmp_path: Path) -> None:
         rec((1 << 159) + 5, hash_algorithm="sha512", message_imprint=b"\xff" * 64),
         rec(4, ensemble_state='quote " backslash \\ newline \n é ☃'),
     ]
-    with IssuanceLog(path) as journal:
+    with IssuanceLog(path) as issuance_log:
         for r in records:
-            journal.append(r)
+            issuance_log.append(r)
     assert list(read_log(path)) == records
-    with IssuanceLog(path) as journal:  # reopening appends after what is there
-        journal.append(rec(5))
+    with IssuanceLog(path) as issuance_log:  # reopening appends after what is there
+        issuance_log.append(rec(5))
     assert [r.serial for r in read_log(path)] == [r.serial for r in records] + [5]
 
 
 def test_append_returns_only_after_fsync(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
-    with IssuanceLog(tmp_path / "l", max_wait_s=0, fsync=gate) as journal:
-        t = threading.Thread(target=journal.append, args=(rec(1),))
+    with IssuanceLog(tmp_path / "l", max_wait_s=0, fsync=gate) as issuance_log:
+        t = threading.Thread(target=issuance_log.append, args=(rec(1),))
         t.start()
         assert gate.entered.wait(10)
         time.sleep(0.05)
@@ -111,18 +111,20 @@ def test_group_commit_one_fsync_for_all_records_pending(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
     path = tmp_path / "l"
-    with IssuanceLog(path, max_wait_s=0, fsync=gate) as journal:
-        first = threading.Thread(target=journal.append, args=(rec(1),))
+    with IssuanceLog(path, max_wait_s=0, fsync=gate) as issuance_log:
+        first = threading.Thread(target=issuance_log.append, args=(rec(1),))
         first.start()
         assert gate.entered.wait(10)  # the writer is inside the first batch's fsync
-        others = [threading.Thread(target=journal.append, args=(rec(i),)) for i in range(2, 52)]
+        others = [
+            threading.Thread(target=issuance_log.append, args=(rec(i),)) for i in range(2, 52)
+        ]
         for t in others:
             t.start()
-        wait_until(lambda: journal.pending == 50)
+        wait_until(lambda: issuance_log.pending == 50)
         gate.open.set()
         for t in [first, *others]:
             t.join(10)
-        assert journal.stats.records == 51
+        assert issuance_log.stats.records == 51
     assert gate.calls == 2, "the 50 records pending during the first fsync share one fsync"
     assert sorted(r.serial for r in read_log(path)) == list(range(1, 52))
 
@@ -131,18 +133,18 @@ def test_many_concurrent_appenders_far_fewer_fsyncs(tmp_path: Path) -> None:
     gate = Gate()
     path = tmp_path / "l"
     n_threads, per = 32, 100
-    with IssuanceLog(path, fsync=gate) as journal:
+    with IssuanceLog(path, fsync=gate) as issuance_log:
 
         def work(k: int) -> None:
             for i in range(per):
-                journal.append(rec(k * per + i + 1))
+                issuance_log.append(rec(k * per + i + 1))
 
         threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
-        stats = journal.stats
+        stats = issuance_log.stats
     total = n_threads * per
     assert stats.records == total
     assert stats.fsyncs == gate.calls
@@ -153,14 +155,16 @@ def test_many_concurrent_appenders_far_fewer_fsyncs(tmp_path: Path) -> None:
 def test_max_batch_caps_a_batch(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
-    with IssuanceLog(tmp_path / "l", max_batch=10, max_wait_s=0, fsync=gate) as journal:
-        first = threading.Thread(target=journal.append, args=(rec(1),))
+    with IssuanceLog(tmp_path / "l", max_batch=10, max_wait_s=0, fsync=gate) as issuance_log:
+        first = threading.Thread(target=issuance_log.append, args=(rec(1),))
         first.start()
         assert gate.entered.wait(10)
-        others = [threading.Thread(target=journal.append, args=(rec(i),)) for i in range(2, 27)]
+        others = [
+            threading.Thread(target=issuance_log.append, args=(rec(i),)) for i in range(2, 27)
+        ]
         for t in others:
             t.start()
-        wait_until(lambda: journal.pending == 25)
+        wait_until(lambda: issuance_log.pending == 25)
         gate.open.set()
         for t in [first, *others]:
             t.join(10)
@@ -171,10 +175,10 @@ async def test_append_async_group_commit_and_loop_stays_free(tmp_path: Path) -> 
     gate = Gate()
     gate.open.clear()
     path = tmp_path / "l"
-    journal = IssuanceLog(path, max_wait_s=0, fsync=gate)
-    journal.start()
+    issuance_log = IssuanceLog(path, max_wait_s=0, fsync=gate)
+    issuance_log.start()
     try:
-        tasks = [asyncio.create_task(journal.append_async(rec(i))) for i in range(1, 201)]
+        tasks = [asyncio.create_task(issuance_log.append_async(rec(i))) for i in range(1, 201)]
         # While the writer is stuck in fsync, the event loop must keep running.
         t0 = time.monotonic()
         await asyncio.sleep(0.05)
@@ -186,29 +190,29 @@ async def test_append_async_group_commit_and_loop_stays_free(tmp_path: Path) -> 
             await asyncio.gather(*tasks)
         assert gate.calls <= 3
     finally:
-        journal.close()
+        issuance_log.close()
     assert len(list(read_log(path))) == 200
 
 
-async def test_append_async_times_out_with_journal_error(tmp_path: Path) -> None:
+async def test_append_async_times_out_with_log_error(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
-    journal = IssuanceLog(tmp_path / "l", append_timeout_s=0.2, fsync=gate)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "l", append_timeout_s=0.2, fsync=gate)
+    issuance_log.start()
     try:
-        with pytest.raises(JournalError, match="not durable within"):
-            await journal.append_async(rec(1))
-        with pytest.raises(JournalError, match="not durable within"):
-            await asyncio.to_thread(journal.append, rec(2))
+        with pytest.raises(IssuanceLogError, match="not durable within"):
+            await issuance_log.append_async(rec(1))
+        with pytest.raises(IssuanceLogError, match="not durable within"):
+            await asyncio.to_thread(issuance_log.append, rec(2))
     finally:
         gate.open.set()
-        journal.close()
+        issuance_log.close()
 
 
-async def submitted(journal: IssuanceLog, serials: range) -> bool:
+async def submitted(issuance_log: IssuanceLog, serials: range) -> bool:
     """submit() a group; the outcome its callback gives, in this loop."""
     outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    journal.submit([encode_record(rec(i)) for i in serials], outcome.set_result)
+    issuance_log.submit([encode_record(rec(i)) for i in serials], outcome.set_result)
     async with asyncio.timeout(10):
         return await outcome
 
@@ -217,11 +221,11 @@ async def test_submit_calls_back_once_after_the_fsync(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
     path = tmp_path / "l"
-    journal = IssuanceLog(path, max_batch=3, fsync=gate)  # 8 records: three batches
-    journal.start()
+    issuance_log = IssuanceLog(path, max_batch=3, fsync=gate)  # 8 records: three batches
+    issuance_log.start()
     try:
         calls: list[bool] = []
-        journal.submit([encode_record(rec(i)) for i in range(1, 9)], calls.append)
+        issuance_log.submit([encode_record(rec(i)) for i in range(1, 9)], calls.append)
         await asyncio.sleep(0.05)
         assert gate.entered.is_set() and calls == []  # not before the fsync
         gate.open.set()
@@ -231,9 +235,9 @@ async def test_submit_calls_back_once_after_the_fsync(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         assert calls == [True]  # once, for the whole group, after its last batch
         assert gate.calls == 3
-        assert await submitted(journal, range(9, 11)) is True
+        assert await submitted(issuance_log, range(9, 11)) is True
     finally:
-        journal.close()
+        issuance_log.close()
     assert [r.serial for r in read_log(path)] == list(range(1, 11))
 
 
@@ -241,35 +245,35 @@ async def test_submit_reports_a_failed_fsync_and_a_full_backlog(tmp_path: Path) 
     def failing_fsync(fd: int) -> None:  # simulated: EIO cannot be produced here for real
         raise OSError(errno.EIO, "Input/output error")
 
-    journal = IssuanceLog(tmp_path / "l", fsync=failing_fsync)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "l", fsync=failing_fsync)
+    issuance_log.start()
     try:
-        assert await submitted(journal, range(1, 4)) is False
+        assert await submitted(issuance_log, range(1, 4)) is False
     finally:
-        journal.close()
+        issuance_log.close()
     gate = Gate()
     gate.open.clear()
-    journal = IssuanceLog(tmp_path / "m", max_batch=4, max_pending=4, fsync=gate)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "m", max_batch=4, max_pending=4, fsync=gate)
+    issuance_log.start()
     try:
-        journal.submit([encode_record(rec(1))], lambda ok: None)
+        issuance_log.submit([encode_record(rec(1))], lambda ok: None)
         assert gate.entered.wait(10)
-        journal.submit([encode_record(rec(i)) for i in range(2, 6)], lambda ok: None)
-        with pytest.raises(JournalError, match="backlog full"):
-            journal.submit([encode_record(rec(9))], lambda ok: None)
+        issuance_log.submit([encode_record(rec(i)) for i in range(2, 6)], lambda ok: None)
+        with pytest.raises(IssuanceLogError, match="backlog full"):
+            issuance_log.submit([encode_record(rec(9))], lambda ok: None)
     finally:
         gate.open.set()
-        journal.close()
+        issuance_log.close()
 
 
 async def test_submit_times_out_once(tmp_path: Path) -> None:
     gate = Gate()
     gate.open.clear()
-    journal = IssuanceLog(tmp_path / "l", append_timeout_s=0.2, fsync=gate)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "l", append_timeout_s=0.2, fsync=gate)
+    issuance_log.start()
     try:
         calls: list[bool] = []
-        journal.submit([encode_record(rec(1))], calls.append)
+        issuance_log.submit([encode_record(rec(1))], calls.append)
         await asyncio.sleep(0.4)
         assert calls == [False]
         gate.open.set()
@@ -277,7 +281,7 @@ async def test_submit_times_out_once(tmp_path: Path) -> None:
         assert calls == [False]  # the late fsync does not call back a second time
     finally:
         gate.open.set()
-        journal.close()
+        issuance_log.close()
 
 
 def test_fsync_failure_fails_the_callers_and_stops_the_log(tmp_path: Path) -> None:
@@ -285,12 +289,12 @@ def test_fsync_failure_fails_the_callers_and_stops_the_log(tmp_path: Path) -> No
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    with IssuanceLog(tmp_path / "l", fsync=failing_fsync) as journal:
-        with pytest.raises(JournalError, match="fsync failed"):
-            journal.append(rec(1))
-        with pytest.raises(JournalError, match="fsync failed"):
-            journal.append(rec(2))
-        assert journal.stats.records == 0
+    with IssuanceLog(tmp_path / "l", fsync=failing_fsync) as issuance_log:
+        with pytest.raises(IssuanceLogError, match="fsync failed"):
+            issuance_log.append(rec(1))
+        with pytest.raises(IssuanceLogError, match="fsync failed"):
+            issuance_log.append(rec(2))
+        assert issuance_log.stats.records == 0
 
 
 def test_commits_are_timed_and_slow_ones_logged_once_a_report_interval(
@@ -304,18 +308,18 @@ def test_commits_are_timed_and_slow_ones_logged_once_a_report_interval(
         time.sleep(delays.pop(0))
         os.fdatasync(fd)
 
-    monkeypatch.setattr(journal_module, "_SLOW_REPORT_S", 0.5)
-    caplog.set_level(logging.WARNING, logger="appliance.tsa.journal")
-    with IssuanceLog(tmp_path / "l", fsync=slow_fsync) as journal:
-        journal.append(rec(1))  # fast
-        stats = journal.stats
+    monkeypatch.setattr(log_module, "_SLOW_REPORT_S", 0.5)
+    caplog.set_level(logging.WARNING, logger="appliance.issuance.log")
+    with IssuanceLog(tmp_path / "l", fsync=slow_fsync) as issuance_log:
+        issuance_log.append(rec(1))  # fast
+        stats = issuance_log.stats
         assert stats.slow_commits == 0 and sum(stats.commit_counts) == 1
         assert stats.commit_counts.index(1) < COMMIT_BUCKETS_S.index(SLOW_COMMIT_S)
         for serial in (2, 3, 4):
-            journal.append(rec(serial))
+            issuance_log.append(rec(serial))
         time.sleep(0.5)  # past the report interval
-        journal.append(rec(5))
-        stats = journal.stats
+        issuance_log.append(rec(5))
+        stats = issuance_log.stats
 
     assert sum(stats.commit_counts) == stats.fsyncs == 5
     assert len(stats.commit_counts) == len(COMMIT_BUCKETS_S) + 1
@@ -335,10 +339,10 @@ def test_a_failed_commit_is_not_timed(tmp_path: Path) -> None:
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    with IssuanceLog(tmp_path / "l", fsync=failing_fsync) as journal:
-        with pytest.raises(JournalError):
-            journal.append(rec(1))
-        stats = journal.stats
+    with IssuanceLog(tmp_path / "l", fsync=failing_fsync) as issuance_log:
+        with pytest.raises(IssuanceLogError):
+            issuance_log.append(rec(1))
+        stats = issuance_log.stats
     assert stats.failures == 1 and sum(stats.commit_counts) == 0 and stats.commit_seconds == 0
 
 
@@ -353,7 +357,7 @@ def test_backlog_full_is_refused_not_queued_forever(tmp_path: Path) -> None:
             threads.append(threading.Thread(target=j.append, args=(rec(i),)))
             threads[-1].start()
         wait_until(lambda: j.pending == 8)
-        with pytest.raises(JournalError, match="backlog full"):
+        with pytest.raises(IssuanceLogError, match="backlog full"):
             j.append(rec(99))
         gate.open.set()
         for t in threads:
@@ -363,31 +367,31 @@ def test_backlog_full_is_refused_not_queued_forever(tmp_path: Path) -> None:
 
 def test_closed_log_refuses_and_close_flushes(tmp_path: Path) -> None:
     path = tmp_path / "l"
-    journal = IssuanceLog(path, max_wait_s=0.5)
-    with pytest.raises(JournalError, match="not running"):
-        journal.append(rec(1))
-    journal.start()
-    t = threading.Thread(target=journal.append, args=(rec(1),))
+    issuance_log = IssuanceLog(path, max_wait_s=0.5)
+    with pytest.raises(IssuanceLogError, match="not running"):
+        issuance_log.append(rec(1))
+    issuance_log.start()
+    t = threading.Thread(target=issuance_log.append, args=(rec(1),))
     t.start()
-    wait_until(lambda: journal.pending == 1)
-    journal.close()  # must not wait out the 0.5 s linger, must write the record
+    wait_until(lambda: issuance_log.pending == 1)
+    issuance_log.close()  # must not wait out the 0.5 s linger, must write the record
     t.join(10)
     assert [r.serial for r in read_log(path)] == [1]
-    with pytest.raises(JournalError, match="not running"):
-        journal.append(rec(2))
+    with pytest.raises(IssuanceLogError, match="not running"):
+        issuance_log.append(rec(2))
 
 
 def test_second_writer_on_same_log_is_refused(tmp_path: Path) -> None:
-    with IssuanceLog(tmp_path / "l"), pytest.raises(JournalError, match="in use"):
+    with IssuanceLog(tmp_path / "l"), pytest.raises(IssuanceLogError, match="in use"):
         IssuanceLog(tmp_path / "l").start()
 
 
 def test_not_a_log_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "l"
     path.write_bytes(b"SOMETHING ELSE ENTIRELY\n")
-    with pytest.raises(JournalError, match="not a Horodate issuance log"):
+    with pytest.raises(IssuanceLogError, match="not a Horodate issuance log"):
         list(read_log(path))
-    with pytest.raises(JournalError, match="not a Horodate issuance log"):
+    with pytest.raises(IssuanceLogError, match="not a Horodate issuance log"):
         IssuanceLog(path).start()
     assert path.read_bytes() == b"SOMETHING ELSE ENTIRELY\n"
 
@@ -414,12 +418,12 @@ def test_torn_tail_tolerated_with_warning_then_truncated(
     with caplog.at_level(logging.WARNING):
         assert [r.serial for r in read_log(path)] == list(range(1, 10))
     assert "torn last record" in caplog.text
-    with IssuanceLog(path) as journal:
+    with IssuanceLog(path) as issuance_log:
         data = path.read_bytes()
         # start() dropped the torn tail and reserved zeros where it was
         assert len(data) == ends[-2] + GROW_BYTES
         assert not data[ends[-2] :].strip(b"\0"), "start() truncates the torn tail"
-        journal.append(rec(11))
+        issuance_log.append(rec(11))
     assert [r.serial for r in read_log(path)] == [*range(1, 10), 11]
 
 
@@ -427,10 +431,10 @@ def test_records_go_into_space_reserved_ahead(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "l"
-    with IssuanceLog(path) as journal:
+    with IssuanceLog(path) as issuance_log:
         assert path.stat().st_size == len(MAGIC) + GROW_BYTES
         for serial in range(1, 6):
-            journal.append(rec(serial))
+            issuance_log.append(rec(serial))
         # written over the zeros: the file did not grow, so fdatasync had no size to journal
         assert path.stat().st_size == len(MAGIC) + GROW_BYTES
     caplog.clear()
@@ -438,21 +442,21 @@ def test_records_go_into_space_reserved_ahead(
         assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 5]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [], "reserved zeros are the end of the log, not a torn tail"
-    with IssuanceLog(path) as journal:  # reopened: appends after the records, not the zeros
-        journal.append(rec(6))
+    with IssuanceLog(path) as issuance_log:  # reopened: appends after the records, not the zeros
+        issuance_log.append(rec(6))
     assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_more_space_is_reserved_before_it_runs_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal_module, "GROW_BYTES", 2048)
-    monkeypatch.setattr(journal_module, "_GROW_LOW_WATER", 1024)
+    monkeypatch.setattr(log_module, "GROW_BYTES", 2048)
+    monkeypatch.setattr(log_module, "_GROW_LOW_WATER", 1024)
     path = tmp_path / "l"
     sizes = set()
-    with IssuanceLog(path) as journal:
+    with IssuanceLog(path) as issuance_log:
         for serial in range(1, 60):
-            journal.append(rec(serial))
+            issuance_log.append(rec(serial))
             sizes.add(path.stat().st_size)
         assert path.stat().st_size >= _log_end(path)
     assert len(sizes) > 3, "the reserve grew several times"
@@ -470,15 +474,15 @@ def test_torn_record_before_reserved_zeros(
     with caplog.at_level(logging.WARNING):
         assert [r.serial for r in read_log(path)] == [1, 2, 3, 4]
     assert "torn last record" in caplog.text
-    with IssuanceLog(path) as journal:
-        journal.append(rec(6))
+    with IssuanceLog(path) as issuance_log:
+        issuance_log.append(rec(6))
     assert [r.serial for r in read_log(path)] == [1, 2, 3, 4, 6]
 
 
 def test_zeros_beyond_the_tail_scan_limit_are_still_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(journal_module, "_TAIL_SCAN_MAX_BYTES", 512)
+    monkeypatch.setattr(log_module, "_TAIL_SCAN_MAX_BYTES", 512)
     path = tmp_path / "l"
     ends = _write_log(path, 3)
     with open(path, "ab") as f:  # more zeros than one read and the limit together
@@ -486,7 +490,7 @@ def test_zeros_beyond_the_tail_scan_limit_are_still_the_end(
     assert [r.serial for r in read_log(path)] == [1, 2, 3]
     with open(path, "ab") as f:  # but bytes far past a bad record are corruption
         f.write(b"junk")
-    with pytest.raises(JournalCorrupt, match=f"record #3 at byte {ends[-1]}"):
+    with pytest.raises(IssuanceLogCorrupt, match=f"record #3 at byte {ends[-1]}"):
         list(read_log(path))
 
 
@@ -512,10 +516,10 @@ def test_corruption_in_the_middle_is_an_error(tmp_path: Path, where: str) -> Non
     data[offset[where]] ^= 0x20
     path.write_bytes(bytes(data))
     got: list[int] = []
-    with pytest.raises(JournalCorrupt, match=f"record #4 at byte {start}"):
+    with pytest.raises(IssuanceLogCorrupt, match=f"record #4 at byte {start}"):
         got.extend(r.serial for r in read_log(path))
     assert got == [1, 2, 3, 4]
-    with pytest.raises(JournalCorrupt):
+    with pytest.raises(IssuanceLogCorrupt):
         IssuanceLog(path).start()
     assert path.read_bytes() == bytes(data), "a corrupt log is left untouched"
 
@@ -524,13 +528,13 @@ def test_corruption_in_the_middle_is_an_error(tmp_path: Path, where: str) -> Non
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.binary(max_size=400), st.integers(0, 3))
-def test_reader_fuzz_only_journal_errors(tmp_path: Path, junk: bytes, keep: int) -> None:
+def test_reader_fuzz_only_log_errors(tmp_path: Path, junk: bytes, keep: int) -> None:
     path = tmp_path / "fuzz.log"
     data = MAGIC + b"".join(encode_record(rec(i)) for i in range(1, keep + 1)) + junk
     path.write_bytes(data)
     try:
         got = [r.serial for r in read_log(path)]
-    except JournalCorrupt:
+    except IssuanceLogCorrupt:
         return
     assert got[:keep] == list(range(1, keep + 1))
 
@@ -567,9 +571,9 @@ def test_encode_issued_writes_what_encode_record_writes() -> None:
 _CHILD = """
 import sys, threading
 from pathlib import Path
-from appliance.tsa.journal import IssuanceLog, Issued
-journal = IssuanceLog(Path(sys.argv[1]))
-journal.start()
+from appliance.issuance.log import IssuanceLog, Issued
+issuance_log = IssuanceLog(Path(sys.argv[1]))
+issuance_log.start()
 base = int(sys.argv[2])
 out_lock = threading.Lock()
 def work(k):
@@ -577,7 +581,7 @@ def work(k):
     while True:
         serial = base + k * 10_000_000 + i
         i += 1
-        journal.append(Issued(serial=serial, gen_time_ns=i, accuracy_us=1,
+        issuance_log.append(Issued(serial=serial, gen_time_ns=i, accuracy_us=1,
                               hash_algorithm="sha256", message_imprint=bytes(32),
                               nonce=i, ensemble_state="child"))
         with out_lock:  # printed only once durable: this is "a client received it"
@@ -622,8 +626,8 @@ def test_every_acknowledged_record_survives_kill_9(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
     # Restart after the crash: recovery, then more appends, then a second crash.
     acknowledged |= _kill_mid_run(path, 1_000_000_000, at_least=1500)
-    with IssuanceLog(path) as journal:
-        journal.append(rec(5_000_000_000))
+    with IssuanceLog(path) as issuance_log:
+        issuance_log.append(rec(5_000_000_000))
     serials = [r.serial for r in read_log(path)]
     assert len(serials) == len(set(serials))
     assert acknowledged | {5_000_000_000} <= set(serials)
@@ -662,23 +666,24 @@ def test_disk_full_fails_callers_and_keeps_log_consistent(
     refused: list[str] = []
     lock = threading.Lock()
 
-    def client(journal: IssuanceLog, r: Issued) -> None:
+    def client(issuance_log: IssuanceLog, r: Issued) -> None:
         try:
-            journal.append(r)
-        except JournalError as e:
+            issuance_log.append(r)
+        except IssuanceLogError as e:
             with lock:
                 refused.append(str(e))
         else:
             with lock:
                 acknowledged.add(r.serial)
 
-    with IssuanceLog(path, max_wait_s=0.001) as journal:
+    with IssuanceLog(path, max_wait_s=0.001) as issuance_log:
         serial = 1
         while not refused:
             assert serial < 10_000, "the 64 KiB file system never filled up"
             # 8 records at once, so that batches span several records and writes are partial
             threads = [
-                threading.Thread(target=client, args=(journal, rec(serial + k))) for k in range(8)
+                threading.Thread(target=client, args=(issuance_log, rec(serial + k)))
+                for k in range(8)
             ]
             for t in threads:
                 t.start()
@@ -694,7 +699,7 @@ def test_disk_full_fails_callers_and_keeps_log_consistent(
         assert "cannot reserve" in caplog.text  # the 1 MiB reserve never fitted
         # Space comes back: the log carries on.
         filler.unlink()
-        journal.append(rec(100_000))
+        issuance_log.append(rec(100_000))
     assert [r.serial for r in read_log(path)][-1] == 100_000
 
 
@@ -711,12 +716,12 @@ def test_write_error_is_rolled_back_then_log_continues(tmp_path: Path) -> None:
         return os.pwrite(fd, data, offset)
 
     path = tmp_path / "l"
-    with IssuanceLog(path, pwrite=pwrite) as journal:
-        journal.append(rec(1))
+    with IssuanceLog(path, pwrite=pwrite) as issuance_log:
+        issuance_log.append(rec(1))
         fail.set()
-        with pytest.raises(JournalError, match="No space left"):
-            journal.append(rec(2))
-        journal.append(rec(3))
+        with pytest.raises(IssuanceLogError, match="No space left"):
+            issuance_log.append(rec(2))
+        issuance_log.append(rec(3))
     assert [r.serial for r in read_log(path)] == [1, 3]
 
 
@@ -725,12 +730,12 @@ def test_writer_crash_fails_waiters_at_once(tmp_path: Path) -> None:
     def buggy_fsync(fd: int) -> None:
         raise RuntimeError("bug")
 
-    journal = IssuanceLog(tmp_path / "l", append_timeout_s=30, fsync=buggy_fsync)
-    journal.start()
+    issuance_log = IssuanceLog(tmp_path / "l", append_timeout_s=30, fsync=buggy_fsync)
+    issuance_log.start()
     t0 = time.monotonic()
-    with pytest.raises(JournalError, match="crashed"):
-        journal.append(rec(1))
+    with pytest.raises(IssuanceLogError, match="crashed"):
+        issuance_log.append(rec(1))
     assert time.monotonic() - t0 < 5, "waiters must not sit out their 30 s timeout"
-    with pytest.raises(JournalError):
-        journal.append(rec(2))
-    journal.close()
+    with pytest.raises(IssuanceLogError):
+        issuance_log.append(rec(2))
+    issuance_log.close()
