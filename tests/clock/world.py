@@ -1,17 +1,20 @@
 """A virtual world for the clock ensemble: truth, sources, faults, on a virtual clock.
 
 Everything is deterministic for a seed. The truth is ``UTC(m) = m + θ(m)`` with the local
-crystal running ``crystal_ppm`` fast; each source reports what a healthy device of its kind
-would (honest about its own uncertainty), unless a ``Fault`` says otherwise. There is no
-real peer for a week-long simulated GPS constellation, so this is a simulator by necessity;
-the drivers' own tests cover the real devices.
+crystal running ``crystal_ppm`` fast, or wandering along ``crystal_path`` (temperature,
+ageing); each source reports what a healthy device of its kind would (honest about its own
+uncertainty), unless a ``Fault`` says otherwise. There is no real peer for a week-long
+simulated GPS constellation, so this is a simulator by necessity; the drivers' own tests
+cover the real devices.
 
 Used by tests/clock/ and benchmarks/clock_week.py.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -72,6 +75,9 @@ class WorldConfig:
     seed: int = 1
     start_utc_ns: int = START_UTC_NS
     crystal_ppm: float = 37.0  # the Pi's crystal runs this fast (truth)
+    # Its frequency wandering instead: (t_s, ppm) corners of a piecewise-linear path, held
+    # before the first and after the last (see ``crystal_ramp``). Empty: crystal_ppm.
+    crystal_path: tuple[tuple[float, float], ...] = ()
     gps: bool = True
     gps_latency_s: float = 0.120  # true NMEA latency
     gps_jitter_s: float = 0.004
@@ -91,6 +97,64 @@ class WorldConfig:
     faults: tuple[Fault, ...] = ()
 
 
+def crystal_ramp(
+    ppm: float, to_ppm: float, start_s: float, end_s: float
+) -> tuple[tuple[float, float], ...]:
+    """A crystal at ``ppm`` until ``start_s``, then a steady ramp to ``to_ppm`` at ``end_s``."""
+    if not start_s < end_s:
+        raise ValueError(f"the ramp must end after it starts ({start_s} .. {end_s})")
+    return ((start_s, ppm), (end_s, to_ppm))
+
+
+class Crystal:
+    """The local crystal: how far the monotonic clock has run ahead of the truth since boot.
+
+    Its frequency error is piecewise linear (in ppb) between the path's corners, times
+    counted on the monotonic clock from boot; ``ahead_ns`` is its integral, exact: one floor
+    of an integer ratio, so the truth never depends on float rounding. Without a path:
+    ``ppb·t // 1e9``."""
+
+    def __init__(self, ppm: float, path: tuple[tuple[float, float], ...]) -> None:
+        corners = [(round(t_s * NS), round(f * 1000)) for t_s, f in path]
+        if any(t1 <= t0 for (t0, _), (t1, _) in itertools.pairwise(corners)):
+            raise ValueError(f"crystal_path corners must be in increasing time: {path}")
+        self._ppb = round(ppm * 1000)
+        self._t = [t for t, _ in corners]
+        self._f = [f for _, f in corners]
+        # Twice the integral up to each corner, in ppb·ns (exact integers).
+        self._twice = [self._f[0] * 2 * corners[0][0]] if corners else []
+        for k in range(1, len(corners)):
+            length = self._t[k] - self._t[k - 1]
+            self._twice.append(self._twice[-1] + (self._f[k - 1] + self._f[k]) * length)
+
+    def ppm_at(self, t_s: float) -> float:
+        """The frequency error ``t_s`` seconds after boot (for tests that check the world)."""
+        t_ns = round(t_s * NS)
+        if not self._t:
+            return self._ppb / 1000
+        k = bisect.bisect_right(self._t, t_ns)
+        if k == 0 or k == len(self._t):
+            return self._f[min(k, len(self._f) - 1)] / 1000
+        t0, t1, f0, f1 = self._t[k - 1], self._t[k], self._f[k - 1], self._f[k]
+        return (f0 + (f1 - f0) * (t_ns - t0) / (t1 - t0)) / 1000
+
+    def ahead_ns(self, t_ns: int) -> int:
+        """How far ahead the monotonic clock is, ``t_ns`` (monotonic) after boot."""
+        if not self._t:
+            return (self._ppb * t_ns) // NS
+        k = bisect.bisect_right(self._t, t_ns)
+        if k == 0:  # held before the first corner
+            return (self._f[0] * t_ns) // NS
+        t0, f0 = self._t[k - 1], self._f[k - 1]
+        dt = t_ns - t0
+        if k == len(self._t):  # held after the last corner
+            return (self._twice[-1] + 2 * f0 * dt) // (2 * NS)
+        length, f1 = self._t[k] - t0, self._f[k]
+        # 2·∫ f over [t0, t0 + dt] with f linear from f0 to f1 over length, times length.
+        twice_by_length = (self._twice[k - 1] + 2 * f0 * dt) * length + (f1 - f0) * dt * dt
+        return twice_by_length // (2 * NS * length)
+
+
 @dataclass(slots=True)
 class _Rtc:
     set_true_ns: int  # continuous truth when it was last set
@@ -105,10 +169,12 @@ class World:
     leaps: LeapTable = field(init=False)
     rtc: _Rtc = field(init=False)
     theta0: int = field(init=False)
+    crystal: Crystal = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.cfg.seed)
         self.leaps = LeapTable(self.cfg.leaps)
+        self.crystal = Crystal(self.cfg.crystal_ppm, self.cfg.crystal_path)
         self.theta0 = self.leaps.to_continuous(self.cfg.start_utc_ns) - BOOT_MONO_NS
         # The RTC kept some time across the reboot, a bit off.
         self.rtc = _Rtc(self.true_ns(BOOT_MONO_NS), self.true_ns(BOOT_MONO_NS) + 300 * MS)
@@ -116,8 +182,7 @@ class World:
     # Truth ----------------------------------------------------------------------------
     def true_ns(self, m: int) -> int:
         """Continuous UTC at monotonic ``m`` (the crystal runs fast: θ decreases)."""
-        ppb = round(self.cfg.crystal_ppm * 1000)
-        return m + self.theta0 - (ppb * (m - BOOT_MONO_NS)) // NS
+        return m + self.theta0 - self.crystal.ahead_ns(m - BOOT_MONO_NS)
 
     def posix_ns(self, m: int) -> int:
         return self.leaps.to_posix(self.true_ns(m))
