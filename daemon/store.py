@@ -241,9 +241,9 @@ class Reader:
         kind: str | None = None,
         after: int = -1,
         limit: int = 100,
-    ) -> list[int]:
-        """Indices of one establishment's entries matching the filters, in log order."""
-        sql = "SELECT e.idx FROM entries e"
+    ) -> list[EntryRow]:
+        """One establishment's entries matching the filters, in log order, in one query."""
+        sql = "SELECT e.* FROM entries e"
         where = ["e.establishment = ?", "e.idx > ?"]
         args: list[Any] = [establishment, after]
         if lookup is not None:
@@ -264,7 +264,7 @@ class Reader:
             args.append(kind)
         sql += " WHERE " + " AND ".join(where) + " ORDER BY e.idx LIMIT ?"
         args.append(limit)
-        return [int(r[0]) for r in self._all(sql, *args)]
+        return [EntryRow(*r) for r in self._all(sql, *args)]
 
     def establishment_entries(self, establishment: str) -> Iterator[EntryRow]:
         """Every entry of one establishment, in log order, read as they are consumed."""

@@ -435,15 +435,18 @@ class Vault:
         if ine is not None and birth_date is not None:
             lookup = student_lookup(self.keys.lookup_secret, caller.establishment, ine, birth_date)
         reader = self.store.reader()
-        found = reader.find(
-            caller.establishment,
-            lookup=lookup,
-            session_id=session,
-            occurred_from=occurred_from,
-            occurred_to=occurred_to,
-            after=cursor,
-            limit=limit + 1,
-        )
+        found = [
+            row.idx
+            for row in reader.find(
+                caller.establishment,
+                lookup=lookup,
+                session_id=session,
+                occurred_from=occurred_from,
+                occurred_to=occurred_to,
+                after=cursor,
+                limit=limit + 1,
+            )
+        ]
         more = len(found) > limit
         found = found[:limit]
         items = [self._summary(reader, i) for i in found]

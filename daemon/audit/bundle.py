@@ -228,16 +228,14 @@ def _control_context(reader: Reader, scope: Scope, items: list[Item]) -> dict[st
     ends = [dt.datetime.fromisoformat(i.entry["session"]["end"]) for i in items]
     day = dt.timedelta(days=1)
     trainer: list[Item] = []
-    for idx in reader.find(
+    for row in reader.find(
         est,
         occurred_from=utc_text(min(starts) - day),
         occurred_to=utc_text(max(ends) + day),
         kind="teacher_signed",
         limit=10**12,
     ):
-        row = reader.entry(idx)
-        if row is not None:
-            trainer.append(Item(index=idx, entry=_plain(row), gen_time=None))
+        trainer.append(Item(index=row.idx, entry=_plain(row), gen_time=None))
     return {"session_items": session_items, "trainer_sessions": trainer, "signed_students": signed}
 
 

@@ -117,24 +117,18 @@ def select(reader: Reader, scope: Scope, lookup_secret: bytes) -> list[int]:
     if scope.ine is not None and scope.birth_date is not None:
         lookup = student_lookup(lookup_secret, est, scope.ine, scope.birth_date)
         sessions: set[str] = set()
-        for idx in reader.find(est, lookup=lookup, limit=_ALL):
-            row = reader.entry(idx)
-            assert row is not None
+        for row in reader.find(est, lookup=lookup, limit=_ALL):
             if scope.covers(_session_of(row)):
-                chosen.add(idx)
+                chosen.add(row.idx)
                 sessions.add(row.session_id)
         for sid in sorted(sessions):
-            for idx in reader.find(est, session_id=sid, limit=_ALL):
-                row = reader.entry(idx)
-                assert row is not None
+            for row in reader.find(est, session_id=sid, limit=_ALL):
                 if row.kind in NO_STUDENT and scope.covers(_session_of(row)):
-                    chosen.add(idx)
+                    chosen.add(row.idx)
     elif scope.session is not None:
-        for idx in reader.find(est, session_id=scope.session, limit=_ALL):
-            row = reader.entry(idx)
-            assert row is not None
+        for row in reader.find(est, session_id=scope.session, limit=_ALL):
             if scope.in_period(_session_of(row)["start"]):
-                chosen.add(idx)
+                chosen.add(row.idx)
     else:
         for row in reader.establishment_entries(est):
             if scope.covers(_session_of(row)):
