@@ -295,7 +295,7 @@ class Reader:
         session: a count, with nobody's data read."""
         # The kind is filtered here, not in SQL: with it in the WHERE clause the planner
         # may take the (establishment, kind, time) index and read every entry of that kind
-        # of the establishment (42 s for a year's audit on a million entries).
+        # of the establishment, slow on a large vault (benchmarks/RESULTS.md).
         rows = self._all(
             "SELECT e.kind, d.lookup FROM entries e JOIN disclosures d ON d.idx = e.idx "
             "WHERE e.establishment = ? AND e.session_id = ?",

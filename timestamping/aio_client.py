@@ -10,7 +10,7 @@ pending and its sealer tries again later).
 Every token is checked before it is handed back: it answers this request (imprint, nonce,
 the certificate asked for: RFC 3161 §2.4.2) and it verifies against the configured roots
 (signature, chain at genTime, the critical timeStamping EKU) — a token that does not is
-never stored. Parsing and verifying a token costs about 2 ms of CPU; with
+never stored. Parsing and verifying a token costs milliseconds of CPU (benchmarks/RESULTS.md); with
 ``ClientPolicy.verify_processes`` it runs in that many processes beside the event loop, which
 meanwhile serves other requests.
 """

@@ -1,8 +1,8 @@
 """A token from a TSA certificate already verified: its own signature checked, its chain not
 built again.
 
-rfc3161-client builds and checks the TSA certificate's chain for every token: two thirds
-of the 2.4 ms a token costs on the build machine, for a chain that is the same for
+rfc3161-client builds and checks the TSA certificate's chain for every token: most of
+what a token's verification costs (benchmarks/RESULTS.md), for a chain that is the same for
 thousands of tokens (the vault seals every entry; an audit trail carries hundreds). No
 maintained library verifies a CMS signature against a certificate the caller already
 trusts (pyHanko's CMS validator rebuilds the chain too, and is slower), so this module does

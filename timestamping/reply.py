@@ -318,8 +318,8 @@ class StoredToken:
 
 
 def read_stored_token(der: bytes, gen_time_text: str | None = None) -> StoredToken:
-    """A stored token's facts, read by rfc3161-client's decoder (Rust: a hundred times
-    faster than :func:`parse_reply`, for the hundreds of tokens of an audit trail).
+    """A stored token's facts, read by rfc3161-client's decoder (Rust: far faster than
+    :func:`parse_reply`, for the hundreds of tokens of an audit trail; benchmarks/RESULTS.md).
 
     That decoder keeps genTime to the second only: ``gen_time_text``, the genTime stored
     beside the token (RFC 3339), gives the fraction when it agrees to the second; else, and

@@ -265,7 +265,7 @@ def _decode_for_rfc3161_client(
     in DER order changes nothing that is signed — the token verifies or not exactly as
     before. ``certificates``: the set's members as parsed; when they lie back to back in
     the reply (they do), sorting them is a permutation of those bytes, lengths unchanged;
-    otherwise asn1crypto re-encodes the reply (40 times slower)."""
+    otherwise asn1crypto re-encodes the reply (far slower: benchmarks/RESULTS.md)."""
     from asn1crypto import cms, tsp
 
     try:

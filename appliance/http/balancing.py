@@ -23,8 +23,8 @@ class BalancedAcceptor:
     holds no more connections than any other that accepts.
 
     The kernel hands a burst of new connections to whichever process wakes first, and
-    that process takes all it can: 16 keep-alive clients came out 16/0 or 11/5 between two
-    processes as often as 8/8, and a process with few connections makes small, costly
+    that process takes all it can: keep-alive clients come out split unevenly, at times all
+    on one process (benchmarks/RESULTS.md), and a process with few connections makes small, costly
     group commits while the other is overloaded. Each process's count of open connections
     is kept in ``counts`` (shared memory, one slot each; :data:`NOT_ACCEPTING` for a
     process that does not accept), and a process accepts one connection at a time, while

@@ -1,6 +1,6 @@
 """The fast lane: ``POST /tsa`` in its plain form, answered without the web framework.
 
-aiohttp costs about 100 µs of CPU per request here, as much as the token itself; a time-stamp
+aiohttp costs as much CPU per request as the token itself (benchmarks/RESULTS.md); a time-stamp
 request is one small, fixed shape. So the public socket is served by :class:`FastLane`, an
 ``asyncio.Protocol`` that frames requests itself and answers exactly one form:
 

@@ -84,7 +84,7 @@ class Reply:
     """What :meth:`TimeStampAuthority.respond` answers: the DER to send and what it says.
 
     Read-only by convention, not frozen: one is made per request, and a frozen
-    dataclass's ``__init__`` costs four times as much."""
+    dataclass's ``__init__`` costs several times as much (benchmarks/RESULTS.md)."""
 
     der: bytes  # the TimeStampResp, application/timestamp-reply
     granted: bool
@@ -205,10 +205,10 @@ def _signer_for(creds: TsaCredentials) -> _Signer:
     raise TypeError(f"unsupported key {type(key).__name__}")
 
 
-# Verifying an ECDSA signature costs about twice a signing (benchmarks/tsa_tokens.py), so
-# verifying each token would halve throughput; RSA verification is ~30x cheaper than signing
-# and an RSA-CRT fault leaks the key, so RSA tokens are always checked.
-# docs/adr/0004-token-profile.md explains the choice.
+# Verifying an ECDSA signature costs more than making one, so verifying each token would
+# cost much of the throughput; RSA verification is far cheaper than signing and an RSA-CRT
+# fault leaks the key, so RSA tokens are always checked. docs/adr/0004-token-profile.md
+# explains the choice; benchmarks/RESULTS.md has the figures.
 SELF_CHECK_EVERY_ECDSA = 16
 
 

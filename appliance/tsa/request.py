@@ -99,7 +99,8 @@ class TimeStampRequest:
     """A well-formed request with an accepted hash algorithm (policy/extensions unchecked).
 
     Not frozen: one is made per request, and a frozen dataclass's ``__init__`` sets each
-    field through ``object.__setattr__``, four times the cost. Treat it as read-only."""
+    field through ``object.__setattr__``, several times the cost (benchmarks/RESULTS.md).
+    Treat it as read-only."""
 
     hash_alg: HashAlgorithm
     imprint: bytes  # the hashedMessage

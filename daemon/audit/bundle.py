@@ -288,8 +288,8 @@ def _report(
 def _zip(files: dict[str, bytes], now: dt.datetime) -> bytes:
     stamp = now.astimezone(dt.UTC).timetuple()[:6]
     buf = io.BytesIO()
-    # Level 1: the files are small and mostly tokens and hashes; the higher levels took a
-    # third of a second more for a year's trail and saved a few percent.
+    # Level 1: the files are small and mostly tokens and hashes; the higher levels took
+    # noticeably longer for a year's trail and saved little (benchmarks/RESULTS.md).
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=stamp)

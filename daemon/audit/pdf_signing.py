@@ -5,8 +5,8 @@ vault's document-signing key, then a document time-stamp (``ETSI.RFC3161``) over
 signed file — PAdES B-T by a document time-stamp, as ETSI EN 319 142-1 §5.4 allows. A PDF
 reader shows the document signed and unaltered since; pyHanko's validator checks both (the
 tests do). Not a signature time-stamp inside the CMS: pyHanko re-encodes an embedded token
-through asn1crypto, which took from 0.05 s to 30 s a report on the build machine, where the
-document time-stamp proves the same time in a constant 0.05 s.
+through asn1crypto, which was slow and varied widely (benchmarks/RESULTS.md), where the
+document time-stamp proves the same time at a small constant cost.
 
 The document-signing certificate is made on first use, self-signed, in the vault's keys
 directory (``report.key``, ``report.pem``): a reader then says "signature valid, signer

@@ -165,7 +165,7 @@ class AuditPdf(FPDF):
                   align="C")  # fmt: skip
 
     # fpdf2's multi_cell() and table() measure the text of every candidate line break
-    # character by character: 8 s for a year of half-days on the build machine, and
+    # character by character: seconds for a year of half-days (benchmarks/RESULTS.md), and
     # quadratic in a paragraph's length (a finding citing hundreds of entries). These
     # measure each distinct word once (the report's words repeat: times, statuses).
 
