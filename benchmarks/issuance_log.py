@@ -1,17 +1,22 @@
-"""Issuance-log throughput: group commit vs one fsync per record, in the same run.
+"""Issuance-log throughput on the path production takes, against one fsync per record.
 
-    .venv/bin/python benchmarks/issuance_log.py [--records N] [--threads T] [--dir DIR]
+    .venv/bin/python benchmarks/issuance_log.py [--records N] [--connections C] [--dir DIR]
 
-Three runs on the same file system (``--dir``, default a fresh temporary directory):
+Three runs on the same file system (``--dir``, default a fresh temporary directory), each
+one event loop handing records to :meth:`IssuanceLog.submit` as ``TsaService.commit`` does:
 
-* ``group commit, async``: N records from T coroutines on one asyncio loop, as the aiohttp
-  server calls :meth:`IssuanceLog.append_async`;
-* ``group commit, threads``: N records from T threads calling :meth:`IssuanceLog.append`;
-* ``fsync per record``: ``max_batch=1`` — every record written and fsynced alone (same code).
+* ``group commit, fast lane``: C connections with one request in flight each; the records
+  of the tokens an event-loop iteration brings are grouped by the fast lane's own
+  ``appliance.http.group_commit.Flush``, one ``submit`` a group;
+* ``group commit, groups of 1``: C coroutines each submitting its record alone and awaiting
+  it, as the aiohttp route does (``TsaService.answer``);
+* ``fsync per record``: the same with ``max_batch=1`` — every record written and fsynced
+  alone (same code).
 
-Records are built before the clock starts: what is timed is the log (encode, queue, write,
-fsync, wake-up), not the making of the records. Every run reads its file back and checks
-the count. Prints records/s, fsyncs, records per fsync and mean/p99 latency of an append.
+Records are encoded before the clock starts: what is timed is the log (queue, write, fsync,
+callback) and the lane's grouping, not the signing. Every run reads its file back and checks
+the count. Prints records/s, fsyncs, records per fsync and mean/p99 latency of a record
+(from its request to its callback), then each group commit's ratio to one fsync per record.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import asyncio
 import hashlib
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.issuance.log import IssuanceLog, Issued, read_log
+from appliance.http.group_commit import Flush
+from appliance.issuance.log import IssuanceLog, Issued, encode_record, read_log
+
+RUN_DEADLINE_S = 600.0  # a run that takes longer has stalled
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +54,10 @@ class Result:
             f"latency mean {statistics.fmean(lat) * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms"
         )
 
+    @property
+    def rate(self) -> float:
+        return self.records / self.elapsed_s
+
 
 def make_record(serial: int) -> Issued:
     return Issued(
@@ -61,54 +72,120 @@ def make_record(serial: int) -> Issued:
     )
 
 
-def run_threads(path: Path, name: str, records: int, threads: int, **kw: object) -> Result:
-    latencies: list[float] = []
-    lock = threading.Lock()
-    with IssuanceLog(path, **kw) as issuance_log:  # type: ignore[arg-type]
-        per = records // threads
-
-        recs = [make_record(i + 1) for i in range(per * threads)]
-
-        def work(base: int) -> None:
-            mine: list[float] = []
-            for rec in recs[base : base + per]:
-                t = time.perf_counter()
-                issuance_log.append(rec)
-                mine.append(time.perf_counter() - t)
-            with lock:
-                latencies.extend(mine)
-
-        pool = [threading.Thread(target=work, args=(k * per,)) for k in range(threads)]
-        t0 = time.perf_counter()
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-        elapsed = time.perf_counter() - t0
-        fsyncs = issuance_log.stats.fsyncs
-    return Result(
-        name=name, records=per * threads, elapsed_s=elapsed, fsyncs=fsyncs, latencies_s=latencies
-    )
+def make_frames(records: int) -> list[bytes]:
+    return [encode_record(make_record(i + 1)) for i in range(records)]
 
 
-def run_async(path: Path, name: str, records: int, tasks: int) -> Result:
+class _Tokens:
+    """The TSA as the lane sees it (``group_commit.Tokens``): a request's body is its
+    record, already encoded; ``commit`` hands a group to the log as ``TsaService.commit``."""
+
+    def __init__(self, issuance_log: IssuanceLog) -> None:
+        self._log = issuance_log
+
+    def sign_all(self, bodies: Sequence[bytes]) -> list[tuple[bytes, bytes | None]]:
+        return [(b"token", body) for body in bodies]
+
+    def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
+        self._log.submit(records, done)
+
+    def withheld(self) -> bytes:
+        return b"withheld"
+
+
+class _Connection:
+    """A client of the fast lane (``group_commit.Lane``): one request in flight, the next
+    sent once the reply is in."""
+
+    def __init__(
+        self,
+        flush: Flush,
+        frames: list[bytes],
+        latencies: list[float],
+        finished: Callable[[bool], None],
+    ) -> None:
+        self._flush = flush
+        self._frames = frames
+        self._latencies = latencies
+        self._finished = finished
+        self._sent = 0.0
+
+    def send(self) -> None:
+        if not self._frames:
+            self._finished(True)
+            return
+        self._sent = time.perf_counter()
+        self._flush.add(self, self._frames.pop(), False)
+
+    def reply(self, der: bytes | None, close: bool) -> None:
+        self._latencies.append(time.perf_counter() - self._sent)
+        if der != b"token":  # withheld: its record is not durable
+            self._finished(False)
+            return
+        asyncio.get_running_loop().call_soon(self.send)  # the next request, a turn later
+
+    def close(self) -> None:
+        pass
+
+
+def run_lane(path: Path, name: str, records: int, connections: int) -> Result:
     latencies: list[float] = []
 
     async def main(issuance_log: IssuanceLog) -> float:
-        per = records // tasks
-        recs = [make_record(i + 1) for i in range(per * tasks)]
+        frames = make_frames(records)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        left = connections
 
-        async def work(base: int) -> None:
-            for rec in recs[base : base + per]:
-                t = time.perf_counter()
-                await issuance_log.append_async(rec)
-                latencies.append(time.perf_counter() - t)
+        def finished(ok: bool) -> None:
+            nonlocal left
+            left -= 1
+            if not ok and not done.done():
+                done.set_exception(RuntimeError("a record was not durable"))
+            elif left == 0 and not done.done():
+                done.set_result(None)
 
+        flush = Flush(_Tokens(issuance_log))
+        clients = [
+            _Connection(flush, frames[k::connections], latencies, finished)
+            for k in range(connections)
+        ]
         t0 = time.perf_counter()
-        await asyncio.gather(*(work(k * per) for k in range(tasks)))
+        for client in clients:
+            client.send()
+        async with asyncio.timeout(RUN_DEADLINE_S):
+            await done
         return time.perf_counter() - t0
 
     with IssuanceLog(path) as issuance_log:
+        elapsed = asyncio.run(main(issuance_log))
+        fsyncs = issuance_log.stats.fsyncs
+    return Result(
+        name=name, records=len(latencies), elapsed_s=elapsed, fsyncs=fsyncs, latencies_s=latencies
+    )
+
+
+def run_groups_of_one(path: Path, name: str, records: int, submitters: int, **kw: object) -> Result:
+    latencies: list[float] = []
+
+    async def main(issuance_log: IssuanceLog) -> float:
+        frames = make_frames(records)
+        loop = asyncio.get_running_loop()
+
+        async def submitter(mine: list[bytes]) -> None:
+            for frame in mine:
+                t = time.perf_counter()
+                durable: asyncio.Future[bool] = loop.create_future()
+                issuance_log.submit([frame], durable.set_result)
+                if not await durable:
+                    raise RuntimeError("a record was not durable")
+                latencies.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        async with asyncio.timeout(RUN_DEADLINE_S):
+            await asyncio.gather(*(submitter(frames[k::submitters]) for k in range(submitters)))
+        return time.perf_counter() - t0
+
+    with IssuanceLog(path, **kw) as issuance_log:  # type: ignore[arg-type]
         elapsed = asyncio.run(main(issuance_log))
         fsyncs = issuance_log.stats.fsyncs
     return Result(
@@ -131,30 +208,36 @@ def main() -> None:
         default=2_000,
         help="records for the fsync-per-record run (it is slow)",
     )
-    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=1024)
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         print(f"file system: {d}")
-        a = timed(
-            lambda: run_async(d / "a.log", "group commit, async", args.records, args.threads * 16)
-        )
-        t = timed(
-            lambda: run_threads(d / "t.log", "group commit, threads", args.records, args.threads)
-        )
-        s = timed(
-            lambda: run_threads(
-                d / "s.log", "fsync per record", args.per_record, args.threads, max_batch=1
+        lane = timed(
+            lambda: run_lane(
+                d / "lane.log", "group commit, fast lane", args.records, args.connections
             )
         )
-        for r, f in ((a, "a.log"), (t, "t.log"), (s, "s.log")):
-            n = sum(1 for _ in read_log(d / f))
-            assert n == r.records, f"{f}: {n} records read back, {r.records} appended"
-        print(
-            f"group commit (async) is {a.records / a.elapsed_s / (s.records / s.elapsed_s):.0f}x "
-            "one fsync per record"
+        ones = timed(
+            lambda: run_groups_of_one(
+                d / "ones.log", "group commit, groups of 1", args.records, args.connections
+            )
         )
+        single = timed(
+            lambda: run_groups_of_one(
+                d / "single.log",
+                "fsync per record",
+                args.per_record,
+                args.connections,
+                max_batch=1,
+            )
+        )
+        for r, f in ((lane, "lane.log"), (ones, "ones.log"), (single, "single.log")):
+            n = sum(1 for _ in read_log(d / f))
+            assert n == r.records, f"{f}: {n} records read back, {r.records} made durable"
+        for r, what in ((lane, "fast lane"), (ones, "groups of 1")):
+            print(f"group commit ({what}) is {r.rate / single.rate:.0f}x one fsync per record")
 
 
 if __name__ == "__main__":

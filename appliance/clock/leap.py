@@ -112,16 +112,6 @@ class LeapTable:
                 return continuous_ns - self._cumulative_ns[i]
         return continuous_ns
 
-    def nearest(self, posix_ns: int) -> LeapSecond | None:
-        """The known leap second closest to ``posix_ns``."""
-        if not self._leaps:
-            return None
-        i = bisect.bisect_left(self._starts_ns, posix_ns)
-        around = [j for j in (i - 1, i) if 0 <= j < len(self._leaps)]
-        return min(
-            (self._leaps[j] for j in around), key=lambda x: abs(x.at_posix_s * NS_PER_S - posix_ns)
-        )
-
     def in_window(self, lo_posix_ns: int, hi_posix_ns: int, window_ns: int) -> LeapSecond | None:
         """A leap second whose window overlaps ``[lo, hi]``, if any."""
         i = bisect.bisect_left(self._starts_ns, lo_posix_ns - window_ns)

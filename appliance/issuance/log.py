@@ -1,10 +1,11 @@
 """The issuance log: every granted token, durably recorded before the client receives it.
 
-Group commit: callers hand records to :meth:`IssuanceLog.submit` (an event loop's group,
-one callback: the TSA), :meth:`IssuanceLog.append_async` (one record, awaited) or
-:meth:`IssuanceLog.append` (threads) and wait until they are durable. One writer thread
-takes every record pending at that moment, writes them with one ``pwrite`` and makes them
-durable with ONE ``fdatasync``, then wakes all their callers. A token whose record is not
+Group commit: there is one way in, :meth:`IssuanceLog.submit`. An event loop hands it a
+group of encoded records (``appliance.issuance.issuer.TsaService.commit``: the tokens the
+fast lane signed together, or the one token of an aiohttp request) and one callback, called
+in that loop once they are all durable, or not. One writer thread takes every record
+pending at that moment, writes them with one ``pwrite`` and makes them durable with ONE
+``fdatasync``, then calls back every group they belong to. A token whose record is not
 durable is never handed out: the server answers ``systemFailure`` instead. The log may
 therefore hold a record for a token a client did not receive (its connection dropped, its
 wait timed out), never the other way round.
@@ -18,8 +19,8 @@ File format (``docs/adr/0005-serial-numbers-and-issuance-log.md``)::
 CRC-32 (zlib, ISO-HDLC) of the payload guards each record. The records may be followed by
 zero bytes: space the writer reserved ahead (:data:`GROW_BYTES` at a time), so that a
 commit overwrites blocks the file already has and ``fdatasync`` has no metadata to journal
-(a quarter less latency per commit here, a third less with two processes committing at
-once). A record never starts with a zero length, so the first one ends the log. Reading
+(less latency per commit, alone or beside other processes: benchmarks/RESULTS.md). A record
+never starts with a zero length, so the first one ends the log. Reading
 tolerates a torn *tail* — bad bytes after which no valid record follows, the trace of a
 crash mid-write — and logs a warning; :meth:`IssuanceLog.start` truncates it before
 appending. A bad record that
@@ -384,28 +385,21 @@ def read_log(path: Path, *, end: ScanEnd | None = None) -> Iterator[Issued]:
 
 
 class _Batch:
-    """Records committed together, and the callers waiting for them."""
+    """Records committed together, and the groups they belong to (in part or whole)."""
 
-    __slots__ = ("done", "error", "first_enqueued", "frames", "futures", "groups")
+    __slots__ = ("first_enqueued", "frames", "groups")
 
     def __init__(self, now: float) -> None:
         self.frames: list[bytes] = []
         self.first_enqueued = now
-        self.done = threading.Event()
-        self.error: IssuanceLogError | None = None
-        self.futures: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
         self.groups: list[tuple[asyncio.AbstractEventLoop, _Group]] = []
 
-    def settle(self, error: IssuanceLogError | None) -> None:
-        self.error = error
-        self.done.set()
-        for loop, waiters in self.futures.items():
+    def settle(self, durable: bool) -> None:
+        """Tell each group, in its own event loop (the writer's thread)."""
+        for loop, group in self.groups:
             # RuntimeError: that event loop is closed, nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(waiters.settle, error)
-        for loop, group in self.groups:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(group.part_settled, error is None)
+                loop.call_soon_threadsafe(group.part_settled, durable)
 
 
 class _Group:
@@ -439,35 +433,9 @@ class _Group:
             callback(ok)
 
 
-class _LoopWaiters:
-    """The futures of one event loop waiting on one batch, with ONE shared deadline timer
-    (a timer per record costs more than the rest of an append)."""
-
-    __slots__ = ("futures", "timeout_s", "timer")
-
-    def __init__(self, timeout_s: float) -> None:
-        self.futures: list[asyncio.Future[None]] = []
-        self.timeout_s = timeout_s
-        self.timer: asyncio.TimerHandle | None = None
-
-    def settle(self, error: IssuanceLogError | None) -> None:  # runs in the loop's thread
-        if self.timer is not None:
-            self.timer.cancel()
-        for fut in self.futures:
-            if fut.done():  # the caller was cancelled
-                continue
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(IssuanceLogError(str(error)))
-
-    def expire(self) -> None:  # runs in the loop's thread
-        self.timer = None
-        self.settle(IssuanceLogError(f"record not durable within {self.timeout_s} s"))
-
-
 def _caller_error(error: IssuanceLogError) -> IssuanceLogError:
-    """A fresh exception per waiting caller (tracebacks must not be shared between threads)."""
+    """A fresh exception per refused submitter (the stored one, raised in several threads,
+    would share and grow one traceback)."""
     exc = IssuanceLogError(str(error))
     exc.__cause__ = error
     return exc
@@ -480,10 +448,10 @@ class IssuanceLog:
     of a batch may wait for companions before the batch is written (default 0: none; the
     next batch forms by itself while the current one's fsync runs, and a linger only adds
     latency to every token). ``max_pending``: records
-    queued at most; beyond, appends fail at once with :class:`IssuanceLogError` (back-pressure:
-    the server answers ``systemFailure`` rather than queue without bound).
-    ``append_timeout_s``: how long an append waits for durability before it fails (async
-    callers of one batch share the deadline of the batch's first async caller).
+    queued at most; beyond, :meth:`submit` fails at once with :class:`IssuanceLogError`
+    (back-pressure: the server answers ``systemFailure`` rather than queue without bound).
+    ``durable_timeout_s``: how long a group may wait to be durable; past it, its callback
+    says it is not (its records may still reach the log later).
     ``fsync`` and ``pwrite`` are injectable for tests (count fsyncs, simulate EIO).
     """
 
@@ -494,7 +462,7 @@ class IssuanceLog:
         max_batch: int = 4096,
         max_wait_s: float = 0.0,
         max_pending: int = 65536,
-        append_timeout_s: float = 10.0,
+        durable_timeout_s: float = 10.0,
         fsync: Callable[[int], None] = os.fdatasync,
         pwrite: Callable[[int, bytes, int], int] = os.pwrite,
     ) -> None:
@@ -506,7 +474,7 @@ class IssuanceLog:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_pending = max_pending
-        self._append_timeout_s = append_timeout_s
+        self._durable_timeout_s = durable_timeout_s
         self._fsync = fsync
         self._pwrite = pwrite
         self._cond = threading.Condition(threading.Lock())
@@ -551,7 +519,8 @@ class IssuanceLog:
             os.close(fd)
             raise
         self._fd = fd
-        self._reserve()
+        if self._size - self._end < _GROW_LOW_WATER:  # zeros left by the last run serve
+            self._reserve()
         self._accepting = True
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="issuance-log", daemon=True)
@@ -680,48 +649,16 @@ class IssuanceLog:
         self._pending += len(frames)
         return batches
 
-    def append(self, rec: Issued) -> None:
-        """Record ``rec``; return once it is durable. Thread-safe.
-
-        Raises :class:`IssuanceLogError` if it cannot be made durable within
-        ``append_timeout_s`` (the record may still reach the log later — never the reverse).
-        """
-        frame = encode_record(rec)
-        with self._cond:
-            (batch,) = self._enqueue([frame])
-        if not batch.done.wait(self._append_timeout_s):
-            raise IssuanceLogError(
-                f"serial {rec.serial:#x} not durable within {self._append_timeout_s} s"
-            )
-        if batch.error is not None:
-            raise _caller_error(batch.error)
-
-    async def append_async(self, rec: Issued) -> None:
-        """As :meth:`append`, awaiting durability without blocking the event loop."""
-        frame = encode_record(rec)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._cond:
-            (batch,) = self._enqueue([frame])
-            waiters = batch.futures.get(loop)
-            if waiters is None:
-                waiters = batch.futures[loop] = _LoopWaiters(self._append_timeout_s)
-            waiters.futures.append(fut)
-        # The writer settles through call_soon_threadsafe, which cannot run before this
-        # coroutine yields: the timer always exists by then.
-        if waiters.timer is None and not fut.done():
-            waiters.timer = loop.call_later(self._append_timeout_s, waiters.expire)
-        await fut
-
     def submit(self, frames: list[bytes], on_durable: Callable[[bool], None]) -> None:
-        """Queue ``frames`` (from :func:`encode_record`) for the writer; call
-        ``on_durable(True)`` in the running event loop once they are all durable, or
-        ``on_durable(False)`` if any is not (or not within ``append_timeout_s``).
+        """Queue ``frames`` (from :func:`encode_record` or :func:`encode_issued`) for the
+        writer; call ``on_durable(True)`` once in the running event loop when they are all
+        durable, or ``on_durable(False)`` if any is not (a failed write or fsync) or not
+        within ``durable_timeout_s``. Thread-safe: several event loops may submit at once.
 
-        For an event loop that batches its own records (``appliance.http.group_commit``): one call,
-        one callback, per group, where :meth:`append_async` costs a future per record.
-        Raises :class:`IssuanceLogError` at once if the log is not running or its backlog is
-        full (nothing of ``frames`` is queued then).
+        One call and one callback per group (``appliance.http.group_commit`` hands over the
+        tokens an event-loop iteration signed). Raises :class:`IssuanceLogError` at once if
+        the log is not running, has stopped, or its backlog is full (nothing of ``frames``
+        is queued then).
         """
         loop = asyncio.get_running_loop()
         group = _Group(on_durable)
@@ -730,7 +667,7 @@ class IssuanceLog:
             group.parts = len(batches)
             for batch in batches:
                 batch.groups.append((loop, group))
-        group.timer = loop.call_later(self._append_timeout_s, group.expire)
+        group.timer = loop.call_later(self._durable_timeout_s, group.expire)
 
     # -- the writer -----------------------------------------------------------------------
 
@@ -759,11 +696,11 @@ class IssuanceLog:
                 batch = self._take_batch()
                 if batch is None:
                     return
-                batch.settle(self._commit(batch.frames))
+                batch.settle(self._commit(batch.frames) is None)
                 batch = None
                 if self._size - self._end < _GROW_LOW_WATER:
                     self._reserve()
-        except BaseException as e:  # a bug: fail every waiter now, not at its timeout
+        except BaseException as e:  # a bug: fail every group now, not at its deadline
             self._failed = IssuanceLogError(f"issuance log writer crashed: {e!r}")
             log.critical("%s", self._failed, exc_info=True)
             with self._cond:
@@ -773,7 +710,7 @@ class IssuanceLog:
                 self._queue.clear()
                 self._pending = 0
             for b in failed:
-                b.settle(self._failed)
+                b.settle(False)
 
     def _write_all(
         self,

@@ -162,6 +162,11 @@ class _Rtc:
     lost: bool = False
 
 
+def _closest_leap(leaps: tuple[LeapSecond, ...], posix_ns: int) -> LeapSecond | None:
+    """The leap second of ``leaps`` closest to ``posix_ns`` (the earlier of two as close)."""
+    return min(sorted(leaps), key=lambda x: abs(x.at_posix_s * NS - posix_ns), default=None)
+
+
 @dataclass(slots=True)
 class World:
     cfg: WorldConfig
@@ -214,7 +219,7 @@ class World:
         return self.true_ns(m) + round(err * NS), fs
 
     def _leap_flag(self, posix_ns: int) -> Leap:
-        nxt = self.leaps.nearest(posix_ns)
+        nxt = _closest_leap(self.cfg.leaps, posix_ns)
         if nxt is None:
             return Leap.NONE
         at = nxt.at_posix_s * NS

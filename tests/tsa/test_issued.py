@@ -20,7 +20,7 @@ from appliance.issuance.serials import SerialAllocator, split_serial
 from appliance.tsa import FailInfo, TimeStampAuthority, reject
 from appliance.tsa.credentials import TsaCredentials
 from horodate.cli import main as horodate
-from tests.tsa.conftest import POLICY_OID
+from tests.tsa.conftest import POLICY_OID, write_durably
 from timestamping import Digest, build_request
 
 T0 = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z, in ns
@@ -40,8 +40,7 @@ def issued(serial: int, gen_ns: int, data: bytes = b"x", nonce: int | None = Non
 
 def write_log(path: Path, records: list[Issued]) -> None:
     with IssuanceLog(path) as log:
-        for rec in records:
-            log.append(rec)
+        write_durably(log, records)
 
 
 def two_processes(data: Path, per_log: int = 5) -> dict[str, list[Issued]]:
