@@ -37,6 +37,7 @@ from drivers.sim.gps import (
     sentence,
     with_garbage,
 )
+from tests.waiting import wait_until
 
 # Scheduling slack on a shared 2-core machine: a line can only arrive *after* it was written,
 # so lower bounds are tight and upper bounds carry this much room.
@@ -229,7 +230,11 @@ def scenario_unplug_replug() -> Result:
 
 def scenario_nobody_reads() -> Result:
     with SimGps(FaultBox(), latency_s=0.05, jitter_s=0.0, baud=None, max_backlog_bytes=100) as gps:
-        time.sleep(2.2)  # two cycles of ~240 bytes produced, nobody reading
+        wait_until(  # cycles of ~240 bytes produced, nobody reading: the backlog overflows
+            lambda: gps.stats.cycles >= 2 and gps.stats.bytes_dropped > 0,
+            10,
+            "two cycles written and the backlog overflowing",
+        )
         assert gps.pty_path is not None
         fd = os.open(gps.pty_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:

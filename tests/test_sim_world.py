@@ -24,6 +24,7 @@ from drivers.rtc import Ds3231Clock
 from drivers.sim.faults import FaultError, Faults, GpsFaults, NtpFaults, RtcFaults
 from drivers.sim.world import RTC_I2C_ADDRESS, SimWorld
 from tests.test_sim_gps import capture, full_cycles, rmc_phase_s
+from tests.waiting import wait_until
 
 LATE_S = 0.2  # scheduling slack on a shared machine
 
@@ -259,6 +260,8 @@ def test_ntp_drift_accumulates_from_the_instant_the_fault_was_set() -> None:
     with SimWorld(gps_baud=None) as world:
         world.set_faults(Faults(ntp=NtpFaults(drift_ppm=200_000.0)))  # 0.2 s per second
         set_at = world.faults_set_mono_ns["ntp"]
+        # The drift is the time passing (the offset grows from the instant the fault was
+        # set): there is nothing else to wait on; the bounds use the time measured.
         time.sleep(0.5)
         reply = ntp_query(world)
         elapsed_s = (mono_ns() - set_at) / NS_PER_S
@@ -342,7 +345,7 @@ def test_gps_cable_pulled_and_replugged_under_the_real_driver() -> None:
             time.sleep(0.05)
         assert samples, "no sample before the cable was pulled"
         world.gps.unplug()
-        time.sleep(0.5)
+        wait_until(lambda: not receiver.port_open.is_set(), 5, "the driver seeing the loss")
         world.gps.replug()
         replugged.set()
         reader.join(4.0)

@@ -1,16 +1,24 @@
 """Fixtures for the appliance's HTTP tests: a timekeeper on a virtual clock fed with
-synthetic samples, and a TSA service built from a real development PKI."""
+synthetic samples, a TSA service built from a real development PKI, and ``serve``: an
+application served as production serves it (``appliance.http.listening``: the fast lane on
+a real TCP socket, aiohttp behind it), reached by a real HTTP client."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from appliance.clock import Policy
 from appliance.clock.timekeeper import Timekeeper
+from appliance.http.listening import Listening, bind_public, listening
 from appliance.issuance.issuer import TsaService
 from appliance.issuance.log import IssuanceLog
 from appliance.issuance.serials import SerialAllocator
@@ -105,3 +113,55 @@ def tsa_service(pki, tmp_path: Path) -> Callable[..., TsaService]:  # type: igno
         if isinstance(service.issuance_log, IssuanceLog):
             service.issuance_log.close()
         service.serials.close()
+
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Served:
+    """An application behind the fast lane on a real socket, and HTTP clients for it.
+
+    ``POST /tsa`` goes on a connection of its own each time (as a TSA client's, which only
+    ever posts queries): the lane answers a plain one. Every other request goes on the
+    other session's keep-alive connections, which the lane hands over to the application
+    at their first request (from then on, aiohttp answers everything on them).
+    """
+
+    app: web.Application
+    where: Listening
+    session: aiohttp.ClientSession  # GET, DELETE, other POSTs
+    tsa_session: aiohttp.ClientSession  # POST /tsa, a new connection each
+
+    @property
+    def port(self) -> int:
+        return self.where.port
+
+    def url(self, path: str = "") -> str:
+        return f"http://{HOST}:{self.where.port}{path}"
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.session.get(self.url(path), **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        session = self.tsa_session if path == "/tsa" else self.session
+        return session.post(self.url(path), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.session.delete(self.url(path), **kw)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[Served]]]:
+    """``await serve(app)``: ``app`` listening as in production until the test ends."""
+    async with AsyncExitStack() as stack:
+
+        async def start(app: web.Application) -> Served:
+            where = await stack.enter_async_context(listening(app, bind_public(HOST, 0)))
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            tsa_session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+            )
+            return Served(app, where, session, tsa_session)
+
+        yield start

@@ -76,14 +76,34 @@ async def published(counts: list[int], held: list[set[Open]], timeout_s: float =
             await asyncio.sleep(0.005)
 
 
+async def declined(acceptor: BalancedAcceptor, looks: int, timeout_s: float = 5.0) -> None:
+    """Until ``acceptor`` has looked at the counts ``looks`` more times and found it does
+    not hold the fewest: each look (``_lowest``) is where it would accept again."""
+    answers: list[bool] = []
+    lowest = acceptor._lowest
+
+    def noted() -> bool:
+        answer = lowest()
+        answers.append(answer)
+        return answer
+
+    acceptor._lowest = noted  # type: ignore[method-assign]
+    try:
+        async with asyncio.timeout(timeout_s):
+            while answers.count(False) < looks:
+                await asyncio.sleep(0.005)
+    finally:
+        acceptor._lowest = lowest  # type: ignore[method-assign]
+
+
 async def test_a_process_accepts_only_while_it_holds_the_fewest() -> None:
     """Slot 1 stands for another process that holds 8 connections and is busy."""
     counts = [NOT_ACCEPTING, 8]
-    async with processes(1, counts, stall_s=60) as (port, held, _):
+    async with processes(1, counts, stall_s=60) as (port, held, acceptors):
         clients = connect(port, 12)
-        await settle(held, 8)
-        await asyncio.sleep(0.3)
-        assert len(held[0]) == 9  # up to the other's 8, then one more at a tie; then waits
+        await settle(held, 9)  # up to the other's 8, then one more at a tie
+        await declined(acceptors[0], looks=5)  # then it waits, the 3 others queued
+        assert len(held[0]) == 9
         counts[1] = 11  # the other took three
         await settle(held, 12)  # the next look finds this one the fewest again
         assert len(held[0]) == 12
@@ -100,7 +120,9 @@ async def test_a_burst_of_connections_is_split_evenly() -> None:
         await published(counts, held)
         for c in clients[:6]:  # six of them leave: the next come to whoever holds fewer
             c.close()
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):  # until both processes have seen them go
+            while sum(len(h) for h in held) > 10:
+                await asyncio.sleep(0.005)
         clients += connect(port, 6)
         await settle(held, 16)
         assert abs(len(held[0]) - len(held[1])) <= 1
@@ -140,10 +162,12 @@ async def test_a_closed_acceptor_takes_no_more_and_says_so() -> None:
         acceptors[1].close()
         acceptors[0]._pause()  # not reading: the test decides when it accepts
         first = connect(port, 1)
-        await asyncio.sleep(0.05)  # the kernel has it queued
+        assert acceptors[0]._queued()  # the kernel has it queued (connect() has returned)
         acceptors[0]._readable()  # accepted; its transport is made after the close below
         acceptors[0].close()
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):  # until the transport is made and handed over
+            while acceptors[0]._connecting or not held[0]:
+                await asyncio.sleep(0.005)
         assert len(held[0]) == 1  # the connection it had accepted is served
         assert counts == [NOT_ACCEPTING, NOT_ACCEPTING]  # and does not bring its count back
         first[0].close()

@@ -1,7 +1,10 @@
 """The whole appliance on simulated hardware, through its production paths: the simulated
 GPS writes NMEA into a pty read by pyserial, the simulated NTP server answers UDP packets,
-the real adafruit driver reads the simulated DS3231. Faults go in through ``/sim/faults``;
-``/health``, ``horodate status``, ``horodate stamp`` and ``horodate verify`` come out.
+the real adafruit driver reads the simulated DS3231, and the application assembled by
+``build_app`` is served by ``listening`` as ``horodate appliance`` serves it (the fast lane on
+a real TCP socket answers ``POST /tsa``, aiohttp behind it the rest). Faults go in through
+``/sim/faults``; ``/health``, ``horodate status``, ``horodate stamp`` and ``horodate verify``
+come out.
 
 One story per test (the clock takes seconds of real time to settle), with deadlines.
 """
@@ -16,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from appliance.config import ApplianceConfig
 from appliance.runtime.assembly import build_app
 from appliance.tsa import FailInfo
 from horodate.cli import main as horodate
 from timestamping import Digest, build_request, parse_reply
+
+from .conftest import Served
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +37,7 @@ Health = dict[str, Any]
 
 
 async def poll_health(
-    client: TestClient, until: Callable[[int, Health], bool], *, deadline_s: float, what: str
+    client: Served, until: Callable[[int, Health], bool], *, deadline_s: float, what: str
 ) -> Health:
     """Poll /health until ``until(http_status, document)``, or fail with the last document."""
     end = time.monotonic() + deadline_s
@@ -48,7 +52,7 @@ async def poll_health(
 
 
 async def wait_for_health(
-    client: TestClient, *, status: int, deadline_s: float, state: str | None = None
+    client: Served, *, status: int, deadline_s: float, state: str | None = None
 ) -> Health:
     return await poll_health(
         client,
@@ -58,9 +62,7 @@ async def wait_for_health(
     )
 
 
-async def wait_for_source(
-    client: TestClient, prefix: str, status: str, deadline_s: float
-) -> Health:
+async def wait_for_source(client: Served, prefix: str, status: str, deadline_s: float) -> Health:
     return await poll_health(
         client,
         lambda _, doc: source(doc, prefix)["status"] == status,
@@ -73,10 +75,11 @@ def source(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
     return next(s for s in doc["sources"] if s["name"].startswith(prefix))
 
 
-async def post_query(client: TestClient, data: bytes) -> Any:
+async def post_query(client: Served, data: bytes) -> Any:
     q = build_request(hashlib.sha256(data).digest(), digest=Digest.SHA256, nonce=7)
     resp = await client.post("/tsa", data=q.der, headers=TSQ)
     assert resp.status == 200
+    assert resp.headers["Server"] == "Horodate"  # the fast lane's answer, as in production
     return parse_reply(await resp.read())
 
 
@@ -86,17 +89,17 @@ async def cli(*argv: str) -> int:
 
 
 @pytest.fixture
-async def appliance(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+async def appliance(serve: Any, tmp_path: Path) -> Served:
     config = ApplianceConfig(simulate=True, data_dir=tmp_path / "appliance")
-    return await aiohttp_client(build_app(config))
+    return await serve(build_app(config))
 
 
 @pytest.mark.timeout(240)
 async def test_faults_in_health_out_and_tokens_refused_then_resumed(
-    appliance: TestClient, tmp_path: Path
+    appliance: Served, tmp_path: Path
 ) -> None:
     client = appliance
-    url = str(client.make_url("")).rstrip("/")
+    url = client.url()
     ca = tmp_path / "appliance" / "keys" / "ca.pem"
 
     doc = await wait_for_health(client, status=200, deadline_s=60)
@@ -149,7 +152,7 @@ async def test_faults_in_health_out_and_tokens_refused_then_resumed(
 
 
 @pytest.mark.timeout(120)
-async def test_unknown_fault_is_refused_and_nothing_changes(appliance: TestClient) -> None:
+async def test_unknown_fault_is_refused_and_nothing_changes(appliance: Served) -> None:
     resp = await appliance.post("/sim/faults", json={"gps": {"offset": 5}})
     assert resp.status == 400
     assert "unknown fault 'offset'" in (await resp.json())["error"]
@@ -157,7 +160,7 @@ async def test_unknown_fault_is_refused_and_nothing_changes(appliance: TestClien
 
 
 @pytest.mark.timeout(240)
-async def test_a_lone_liar_is_named_and_outvoted(appliance: TestClient) -> None:
+async def test_a_lone_liar_is_named_and_outvoted(appliance: Served) -> None:
     """One source wrong at a time: the GPS 5 s off is a falseticker, an unsynchronised NTP
     server (LI=3) is named as such, a Kiss-o'-Death DENY stops the server; the clock keeps
     issuing where the evidence still allows it and says why where it does not."""
@@ -190,14 +193,14 @@ async def test_a_lone_liar_is_named_and_outvoted(appliance: TestClient) -> None:
 
 
 @pytest.mark.timeout(180)
-async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> None:
+async def test_serial_cable_pulled_and_plugged_back(appliance: Served) -> None:
     """The simulated receiver's pty disappears (as a USB GPS unplugged): /health says the
     port is not open; plugged back, the same process reads it again."""
     from appliance.http.app_keys import WORLD
 
     client = appliance
     await wait_for_health(client, status=200, deadline_s=60)
-    world = client.server.app[WORLD]
+    world = client.app[WORLD]
     world.gps.unplug()  # type: ignore[attr-defined]
     doc = await poll_health(
         client, lambda _, d: bool(source(d, "gps")["driver"]), deadline_s=30, what="gps note"
@@ -220,7 +223,7 @@ async def test_serial_cable_pulled_and_plugged_back(appliance: TestClient) -> No
 
 @pytest.mark.timeout(180)
 async def test_no_quorum_from_the_start_then_tokens_when_the_sources_recover(
-    aiohttp_client: Any, tmp_path: Path
+    serve: Any, tmp_path: Path
 ) -> None:
     """Faulted before the first sample (GPS without a fix, the NTP server unsynchronised):
     no quorum, so every request is refused with timeNotAvailable; the faults cleared, tokens
@@ -236,7 +239,7 @@ async def test_no_quorum_from_the_start_then_tokens_when_the_sources_recover(
         Faults.from_json({"gps": {"fix": False}, "ntp": {"unsynchronised": True}})
     )
     appliance = Appliance(config, sources, Timekeeper(policy_for(config)))
-    client = await aiohttp_client(build_app(config, appliance=appliance))
+    client = await serve(build_app(config, appliance=appliance))
 
     # Both sources are heard (their samples arrive, untrusted) and the clock still refuses.
     doc = await poll_health(

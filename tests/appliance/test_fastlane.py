@@ -52,6 +52,7 @@ from appliance.http.fastlane import (
 )
 from appliance.http.group_commit import Flush
 from appliance.issuance.issuer import TsaService
+from tests.waiting import eventually
 from timestamping import Digest, build_request, parse_reply
 
 from .conftest import VirtualClock, feed_agreeing_sources
@@ -482,12 +483,20 @@ class LaneTokens:
             raise RuntimeError("the answer failed (on purpose)")
         return [(b"lane:" + body, body if body in (b"slow", b"lost") else None) for body in bodies]
 
+    def __init__(self) -> None:
+        self.settled = 0  # commits whose outcome has been reported
+
     def commit(self, records: list[bytes], done: Callable[[bool], None]) -> None:
         loop = asyncio.get_running_loop()
+
+        def settle(durable: bool) -> None:
+            self.settled += 1
+            done(durable)
+
         if b"lost" in records:
-            loop.call_soon(done, False)
+            loop.call_soon(settle, False)
         else:
-            loop.call_later(0.2, done, True)
+            loop.call_later(0.2, settle, True)
 
     def withheld(self) -> bytes:
         return b"withheld"
@@ -508,9 +517,20 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(text="healthy")
 
 
+SLOW_ANSWERED = web.AppKey("slow_answered", list)  # one entry per /slow answer written
+
+
 async def slow_health(request: web.Request) -> web.Response:
-    await asyncio.sleep(0.2)
-    return web.Response(text="slowly healthy")
+    await asyncio.sleep(0.2)  # the route's own slowness, part of the scenario
+    response = web.Response(text="slowly healthy")
+    try:  # written here, not after the return, so that the test can know when it was
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client has left: aiohttp, writing after the return, is as quiet
+    finally:
+        request.app[SLOW_ANSWERED].append(True)
+    return response
 
 
 def make_app() -> web.Application:
@@ -518,6 +538,7 @@ def make_app() -> web.Application:
     app[CONFIG] = ServerConfig(max_request_bytes=MAX_BODY)
     app.router.add_get("/health", health)
     app.router.add_get("/slow", slow_health)
+    app[SLOW_ANSWERED] = []
     app.router.add_post("/tsa", via_aiohttp)
     return app
 
@@ -680,6 +701,8 @@ async def test_a_hand_over_split_across_writes_reaches_aiohttp_whole(
         for part in (request[:3], request[3:40], request[40:]):
             writer.write(part)
             await writer.drain()
+            # So that each part arrives in a read of its own. Nothing to wait on: the lane
+            # answers nothing and hands nothing over until the head is whole.
             await asyncio.sleep(0.02)
         writer.write(b"5\r\nsplit\r\n0\r\n\r\n")
         reply = await read_response(reader)
@@ -758,17 +781,23 @@ async def test_an_answer_that_raises_gets_500_and_the_connection_closes(
 
 
 async def test_a_client_leaving_while_answered_does_not_hurt_the_server(
-    served: listening.Listening, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with connect(served.port) as (_, writer):
-        writer.write(post(b"slow"))
-        await writer.drain()
-    async with connect(served.port) as (_, writer):
-        writer.write(GET_HEALTH.replace(b"/health", b"/slow"))
-        await writer.drain()
-    await asyncio.sleep(0.3)
-    assert (await exchange(served.port, PLAIN)).body == b"lane:hello"
-    assert (await exchange(served.port, GET_HEALTH)).body == b"healthy"
+    tokens, app = LaneTokens(), make_app()
+    async with listening.listening(app, listening.bind_public(HOST, 0), tokens=tokens) as where:
+        async with connect(where.port) as (_, writer):
+            writer.write(post(b"slow"))
+            await writer.drain()
+        async with connect(where.port) as (_, writer):
+            writer.write(GET_HEALTH.replace(b"/health", b"/slow"))
+            await writer.drain()
+        # until both answers were made for clients no longer there (the lane's token
+        # committed, aiohttp's /slow written or given up)
+        await eventually(
+            lambda: tokens.settled == 1 and app[SLOW_ANSWERED], DEADLINE_S, "both answers made"
+        )
+        assert (await exchange(where.port, PLAIN)).body == b"lane:hello"
+        assert (await exchange(where.port, GET_HEALTH)).body == b"healthy"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -800,6 +829,8 @@ async def test_activity_postpones_the_idle_timeout() -> None:
     async with bare_lane(config) as port, connect(port) as (reader, writer):
         start = time.monotonic()
         for _ in range(3):  # 0.6 s in all, never 0.4 s idle
+            # The time passing is the scenario (idle, but less than the timeout): nothing
+            # happens that could be waited on.
             await asyncio.sleep(0.2)
             writer.write(PLAIN)
             assert (await read_response(reader)).body == b"lane:hello"
@@ -816,7 +847,9 @@ async def test_a_bridged_connection_follows_aiohttps_keep_alive_not_the_lanes(
     async with bare_lane(config) as port, connect(port) as (reader, writer):
         writer.write(GET_HEALTH)
         assert (await read_response(reader)).body == b"healthy"
-        await asyncio.sleep(0.5)  # more than twice the lane's idle timeout
+        # More than twice the lane's idle timeout, which must not close a bridged
+        # connection: nothing happens when it rightly does nothing, so time must pass.
+        await asyncio.sleep(0.5)
         writer.write(GET_HEALTH)
         assert (await read_response(reader)).body == b"healthy"
 
@@ -991,7 +1024,9 @@ async def test_a_client_that_never_reads_cannot_grow_the_write_buffer_without_bo
                     break  # the server stopped reading: back-pressure reached the client
             await asyncio.sleep(0.005)
             peak = max([peak, *(t.get_write_buffer_size() for t in transports)])
-        for _ in range(20):  # let the lane answer what it has read
+        # Let the lane answer what it has read, watching the buffers: a bound that must
+        # hold over a while, not an event (nothing is read, so nothing else happens).
+        for _ in range(20):
             await asyncio.sleep(0.01)
             peak = max([peak, *(t.get_write_buffer_size() for t in transports)])
         assert peak < 256 * 1024, f"{peak} bytes of replies buffered for a client not reading"
@@ -1078,15 +1113,26 @@ def split_responses(data: bytes) -> list[int]:
     return statuses
 
 
+FUZZ_ANSWER_S = 0.1  # how long an answer may take before the client sends its EOF
+
+
 async def fuzz_one(port: int, data: bytes) -> bytes:
     async with connect(port) as (reader, writer):
         writer.write(data)
-        await asyncio.sleep(0.1)  # time to answer: aiohttp drops its answer once it sees EOF
-        writer.write_eof()  # the end, so that no incomplete request waits for more
+        # Wait for the first answer (aiohttp drops its answer once it sees EOF), or, when
+        # none comes in time (a request incomplete, waiting for more bytes), go on.
         try:
-            return await read_eof(reader)
+            first = await asyncio.wait_for(reader.read(65536), FUZZ_ANSWER_S)
+        except TimeoutError:
+            first = b""
         except ConnectionResetError:
             return b""
+        with suppress(OSError):  # the server may have closed already
+            writer.write_eof()  # the end, so that no incomplete request waits for more
+        try:
+            return first + await read_eof(reader)
+        except ConnectionResetError:
+            return first
 
 
 async def test_socket_fuzz_every_connection_is_answered_or_closed(

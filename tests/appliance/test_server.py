@@ -1,5 +1,6 @@
 """The appliance's HTTP interface (DESIGN.md): /tsa, /tsa/certs, /health, /metrics,
-/sim/faults — through aiohttp's test client, on a timekeeper with a virtual clock.
+/sim/faults — served as in production (the fast lane on a real socket answers plain
+``POST /tsa``, aiohttp the rest), on a timekeeper with a virtual clock.
 
 Tokens are checked by the real verifiers (rfc3161-client and ``openssl ts -verify``), the
 issuance log by reading it back.
@@ -7,7 +8,6 @@ issuance log by reading it back.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import hashlib
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import appliance.http.app as server_module
@@ -41,10 +40,11 @@ from appliance.tsa.credentials import load_credentials
 from appliance.tsa.dev_pki import init_dev_pki
 from appliance.tsa.request import parse_request
 from drivers.sim.world import SimWorld
+from tests.waiting import eventually
 from timestamping import Digest, build_request, parse_reply
 from timestamping.verify import verify_reply
 
-from .conftest import VirtualClock, feed_agreeing_sources
+from .conftest import Served, VirtualClock, feed_agreeing_sources
 
 TSQ = {"Content-Type": "application/timestamp-query"}
 
@@ -53,16 +53,16 @@ def query(data: bytes = b"attendance 2026-11-28", *, nonce: int | None = 42) -> 
     return build_request(hashlib.sha256(data).digest(), digest=Digest.SHA256, nonce=nonce)
 
 
-async def make_client(aiohttp_client: Any, timekeeper: Timekeeper, **kw: Any) -> TestClient:
+async def make_client(serve: Any, timekeeper: Timekeeper, **kw: Any) -> Served:
     config = kw.pop("config", ServerConfig(simulate="world" in kw))
-    return await aiohttp_client(create_app(config, timekeeper, **kw))
+    return await serve(create_app(config, timekeeper, **kw))
 
 
 # --- /tsa --------------------------------------------------------------------------------
 
 
 async def test_token_granted_verifies_and_is_logged(
-    aiohttp_client: Any,
+    serve: Any,
     timekeeper: Timekeeper,
     clock: VirtualClock,
     tsa_service: Any,
@@ -71,10 +71,11 @@ async def test_token_granted_verifies_and_is_logged(
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
     service: TsaService = tsa_service()
-    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    client = await make_client(serve, timekeeper, tsa=service)
     q = query()
     resp = await client.post("/tsa", data=q.der, headers=TSQ)
     assert resp.status == 200
+    assert resp.headers["Server"] == "Horodate"  # answered by the fast lane, as in production
     assert resp.content_type == "application/timestamp-reply"
     der = await resp.read()
     reply = parse_reply(der)
@@ -99,7 +100,7 @@ async def test_token_granted_verifies_and_is_logged(
 
 
 async def test_openssl_query_to_openssl_verify(
-    aiohttp_client: Any,
+    serve: Any,
     timekeeper: Timekeeper,
     clock: VirtualClock,
     tsa_service: Any,
@@ -107,7 +108,7 @@ async def test_openssl_query_to_openssl_verify(
     tmp_path: Path,
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     data = tmp_path / "record.txt"
     data.write_bytes(b"session 12, teacher T, student S signed\n")
     tsq, tsr = tmp_path / "q.tsq", tmp_path / "r.tsr"
@@ -126,9 +127,9 @@ async def test_openssl_query_to_openssl_verify(
 
 
 async def test_refuses_with_time_not_available_while_clock_cannot_prove_time(
-    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any, tmp_path: Path
+    serve: Any, timekeeper: Timekeeper, tsa_service: Any, tmp_path: Path
 ) -> None:
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     resp = await client.post("/tsa", data=query().der, headers=TSQ)
     assert resp.status == 200  # a refusal is an RFC 3161 answer, not an HTTP error
     reply = parse_reply(await resp.read())
@@ -140,10 +141,10 @@ async def test_refuses_with_time_not_available_while_clock_cannot_prove_time(
 
 
 async def test_garbage_request_gets_bad_data_format_not_an_http_error(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     resp = await client.post("/tsa", data=b"\x30\x82garbage", headers=TSQ)
     assert resp.status == 200
     reply = parse_reply(await resp.read())
@@ -151,10 +152,10 @@ async def test_garbage_request_gets_bad_data_format_not_an_http_error(
 
 
 async def test_transport_errors_are_http_errors(
-    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, tsa_service: Any
 ) -> None:
     client = await make_client(
-        aiohttp_client, timekeeper, tsa=tsa_service(), config=ServerConfig(max_request_bytes=1024)
+        serve, timekeeper, tsa=tsa_service(), config=ServerConfig(max_request_bytes=1024)
     )
     assert (await client.get("/tsa")).status == 405
     wrong_type = await client.post("/tsa", data=query().der, headers={"Content-Type": "text/plain"})
@@ -164,7 +165,7 @@ async def test_transport_errors_are_http_errors(
 
 
 async def test_a_token_that_cannot_be_logged_is_not_handed_out(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     class FullDisk:
         def submit(self, records: object, on_durable: object) -> None:
@@ -172,7 +173,7 @@ async def test_a_token_that_cannot_be_logged_is_not_handed_out(
 
     feed_agreeing_sources(timekeeper, clock)
     service = tsa_service(issuance_log=FullDisk())
-    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    client = await make_client(serve, timekeeper, tsa=service)
     reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
     assert not reply.granted
     assert reply.fail_info == frozenset({FailInfo.systemFailure})
@@ -180,9 +181,9 @@ async def test_a_token_that_cannot_be_logged_is_not_handed_out(
 
 
 async def test_certs_serves_the_chain_in_pem(
-    aiohttp_client: Any, timekeeper: Timekeeper, tsa_service: Any, pki: Any
+    serve: Any, timekeeper: Timekeeper, tsa_service: Any, pki: Any
 ) -> None:
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     resp = await client.get("/tsa/certs")
     assert resp.status == 200
     body = await resp.text()
@@ -194,9 +195,9 @@ async def test_certs_serves_the_chain_in_pem(
 
 
 async def test_health_is_503_with_a_reason_until_a_quorum(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock
 ) -> None:
-    client = await make_client(aiohttp_client, timekeeper)
+    client = await make_client(serve, timekeeper)
     resp = await client.get("/health")
     assert resp.status == 503
     doc = await resp.json()
@@ -252,10 +253,10 @@ _SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9
 
 
 async def test_metrics_are_prometheus_text_and_count_tokens(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     for _ in range(3):
         await client.post("/tsa", data=query().der, headers=TSQ)
     await client.post("/tsa", data=b"junk", headers=TSQ)
@@ -310,7 +311,7 @@ async def test_metrics_are_prometheus_text_and_count_tokens(
 
 
 async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
-    aiohttp_client: Any,
+    serve: Any,
     timekeeper: Timekeeper,
     clock: VirtualClock,
     tsa_service: Any,
@@ -323,9 +324,7 @@ async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
     issuance_log = IssuanceLog(tmp_path / "eio.log", fsync=failing_fsync)
     issuance_log.start()
     try:
-        client = await make_client(
-            aiohttp_client, timekeeper, tsa=tsa_service(issuance_log=issuance_log)
-        )
+        client = await make_client(serve, timekeeper, tsa=tsa_service(issuance_log=issuance_log))
         assert (await client.get("/health")).status == 200
         reply = parse_reply(await (await client.post("/tsa", data=query().der, headers=TSQ)).read())
         assert reply.fail_info == frozenset({FailInfo.systemFailure})  # withheld
@@ -348,18 +347,16 @@ async def test_a_stopped_issuance_log_shows_on_health_and_metrics(
 # --- /sim/faults -------------------------------------------------------------------------
 
 
-async def test_fault_routes_exist_only_with_simulate(
-    aiohttp_client: Any, timekeeper: Timekeeper
-) -> None:
-    client = await make_client(aiohttp_client, timekeeper)
+async def test_fault_routes_exist_only_with_simulate(serve: Any, timekeeper: Timekeeper) -> None:
+    client = await make_client(serve, timekeeper)
     assert (await client.get("/sim/faults")).status == 404
     with pytest.raises(ValueError, match="simulate"):
         create_app(ServerConfig(simulate=False), timekeeper, world=object())
 
 
-async def test_sim_faults_get_post_delete(aiohttp_client: Any, timekeeper: Timekeeper) -> None:
+async def test_sim_faults_get_post_delete(serve: Any, timekeeper: Timekeeper) -> None:
     with SimWorld() as world:
-        client = await make_client(aiohttp_client, timekeeper, world=world)
+        client = await make_client(serve, timekeeper, world=world)
         assert await (await client.get("/sim/faults")).json() == {"gps": {}, "ntp": {}, "rtc": {}}
         wanted = {
             "gps": {"offset_s": 5.0},
@@ -394,7 +391,7 @@ def _expired(service: TsaService) -> None:
 
 
 async def test_no_token_once_the_certificate_has_expired_on_the_clocks_time(
-    aiohttp_client: Any,
+    serve: Any,
     timekeeper: Timekeeper,
     clock: VirtualClock,
     tsa_service: Any,
@@ -402,7 +399,7 @@ async def test_no_token_once_the_certificate_has_expired_on_the_clocks_time(
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
     service = tsa_service()
-    client = await make_client(aiohttp_client, timekeeper, tsa=service)
+    client = await make_client(serve, timekeeper, tsa=service)
     cert = service.authority.credentials.certificate
     inside = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
     monkeypatch.setattr(time, "time_ns", lambda: int(inside.timestamp()) * 10**9)
@@ -416,11 +413,11 @@ async def test_no_token_once_the_certificate_has_expired_on_the_clocks_time(
 
 
 async def test_requests_signed_together_each_get_their_own_record_and_count(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     feed_agreeing_sources(timekeeper, clock)
     service: TsaService = tsa_service()
-    await make_client(aiohttp_client, timekeeper, tsa=service)  # wires the clock to it
+    await make_client(serve, timekeeper, tsa=service)  # wires the clock to it
     first, second = query(b"a"), query(b"b", nonce=None)
     answers = service.sign_all([first.der, b"junk", second.der])
     replies = [parse_reply(der) for der, _ in answers]
@@ -442,14 +439,14 @@ async def test_requests_signed_together_each_get_their_own_record_and_count(
 
 
 async def test_fuzzed_bodies_always_get_a_der_reply_never_a_500(
-    aiohttp_client: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
+    serve: Any, timekeeper: Timekeeper, clock: VirtualClock, tsa_service: Any
 ) -> None:
     """Random bytes and mangled real requests through the whole HTTP path: every answer is
     HTTP 200 with a TimeStampResp that parses, granted only for a well-formed request."""
     import random
 
     feed_agreeing_sources(timekeeper, clock)
-    client = await make_client(aiohttp_client, timekeeper, tsa=tsa_service())
+    client = await make_client(serve, timekeeper, tsa=tsa_service())
     rng = random.Random(3161)
     good = query().der
     bodies = [b"", b"\x00", b"\x30\x80\x00\x00", b"\x30\x84\xff\xff\xff\xff" + good]
@@ -473,7 +470,7 @@ async def test_fuzzed_bodies_always_get_a_der_reply_never_a_500(
 
 
 async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
-    aiohttp_client: Any,
+    serve: Any,
     timekeeper: Timekeeper,
     clock: VirtualClock,
     tsa_service: Any,
@@ -494,15 +491,17 @@ async def test_a_certificate_near_expiry_is_warned_about_each_day_and_on_health(
     caplog.set_level(logging.WARNING, logger="appliance.issuance.issuer")
     service: TsaService = tsa_service()
     service.adopt(creds)
-    client = await make_client(aiohttp_client, timekeeper, tsa=service)
-    await asyncio.sleep(0.3)
-    warnings = [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "appliance.issuance.issuer" and "expires in" in r.getMessage()
-    ]
-    assert len(warnings) >= 2, warnings
-    assert "expires in 15.0 days" in warnings[0] and "renew it" in warnings[0]
+    client = await make_client(serve, timekeeper, tsa=service)
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "appliance.issuance.issuer" and "expires in" in r.getMessage()
+        ]
+
+    await eventually(lambda: len(warnings()) >= 2, 5, "two daily expiry warnings (50 ms each)")
+    assert "expires in 15.0 days" in warnings()[0] and "renew it" in warnings()[0]
     health = await (await client.get("/health")).json()
     assert health["tsa"]["certificate_expiring"] is True
     assert health["tsa"]["certificate_days_left"] == pytest.approx(15.0, abs=0.1)

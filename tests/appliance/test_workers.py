@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import select
 import signal
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ from hypothesis import strategies as st
 
 import appliance.runtime.shared_clock as shared_clock_module
 from appliance.clock import ClockState, Ensemble, Policy, Window
-from appliance.config import ApplianceConfig
+from appliance.config import ApplianceConfig, TsaSection
+from appliance.http.listening import bind_public
 from appliance.issuance.issuer import TsaTally
 from appliance.issuance.log import COMMIT_BUCKETS_S, read_log
 from appliance.runtime.shared_clock import TICKET_LIFE_NS, SharedClock, TicketPublisher
@@ -36,7 +39,10 @@ from appliance.tsa.errors import TimeNotAvailable
 from drivers.sample import SourceKind, TimeSample
 from horodate.cli import main as horodate
 from timestamping import Digest, TsaReply, build_request, parse_reply
+from timestamping.errors import VerificationFailed
 from timestamping.verify import verify_reply
+
+from .worker_support import worker_on_the_tests_clock
 
 NS = 1_000_000_000
 MAX_ERROR_NS = NS
@@ -157,7 +163,13 @@ def test_a_forked_child_takes_the_lock_apart_from_its_parent() -> None:
                 os.write(w, b"x")
             os._exit(0)
         try:
-            time.sleep(0.3)
+            # until the child either waits in flock for our lock (the kernel lists it as a
+            # blocked waiter) or has taken it (and written to the pipe)
+            wait_until(
+                lambda: flock_waiter(pid) or select.select([r], [], [], 0)[0],
+                10,
+                "the child waiting for the lock or taking it",
+            )
             assert not select.select([r], [], [], 0)[0], "the child took a lock its parent holds"
         except BaseException:
             os.kill(pid, signal.SIGKILL)
@@ -169,6 +181,99 @@ def test_a_forked_child_takes_the_lock_apart_from_its_parent() -> None:
         os.waitpid(pid, 0)
         os.close(r)
         os.close(w)
+
+
+def post_tsa(port: int, body: bytes) -> TsaReply:
+    """``POST /tsa`` with the standard library's HTTP client, on a connection of its own."""
+    conn = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/tsa", body, {"Content-Type": "application/timestamp-query"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Server") == "Horodate"  # the lane's
+        return parse_reply(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_gen_time_never_goes_back_across_worker_processes_when_the_estimate_steps_back(
+    pki: Any, tmp_path: Path
+) -> None:
+    """Two worker processes, each with its own engine and serials: worker 1 signs; then the
+    ensemble's estimate steps 50 ms back, within its ±100 ms bound (a new ticket); worker 2,
+    which has signed nothing yet, reads the earlier time. Its genTime must not be earlier
+    than worker 1's: they share one floor in shared memory (RFC 3161 §2.4.2: genTime never
+    goes back across the TSA's tokens, whichever process signs). A floor per worker passes
+    every test whose time only moves forward; this one fails with it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # as WorkerPool starts them
+    mono = ctx.RawValue("q", 1_000 * NS)  # the one raw-monotonic clock of every process
+    shared = shared_clock(2)
+    config = ApplianceConfig(
+        data_dir=tmp_path / "appliance",
+        tsa=TsaSection(
+            key_file=str(pki.tsa_key), cert_file=str(pki.tsa_cert), chain_file=str(pki.chain)
+        ),
+    )
+    config.data_dir.mkdir()
+    publics = [bind_public("127.0.0.1", 0) for _ in range(2)]  # one each: we pick who signs
+    specs = [
+        WorkerSpec(i, config, publics[i], "unused", shared, logging.WARNING, os.getpid())
+        for i in range(2)
+    ]
+    procs = [ctx.Process(target=worker_on_the_tests_clock, args=(s, mono)) for s in specs]
+    for proc in procs:
+        proc.start()
+    try:
+        u = 1_800_000_000 * NS
+        ms = 1_000_000
+
+        def sign(worker: int, lo: int, hi: int) -> tuple[int, int, int]:
+            """Publish the window [lo, hi] now, have ``worker`` sign: (genTime ns, accuracy
+            ns, serial), read from the worker's issuance log (durable before the reply)."""
+            shared.publish(Window(int(mono.value), lo, hi, ClockState.SYNCHRONISED))
+            imprint = hashlib.sha256(b"worker %d at %d" % (worker, lo)).digest()
+            query = build_request(imprint, nonce=worker).der
+            reply = post_tsa(publics[worker].getsockname()[1], query)
+            assert reply.granted and reply.info is not None, reply.status_text
+            log = tmp_path / "appliance" / f"issued-w{worker + 1}.log"
+            [record] = [r for r in read_log(log) if r.serial == reply.info.serial]
+            return record.gen_time_ns, record.accuracy_us * 1_000, record.serial
+
+        first = sign(0, u - 100 * ms, u + 100 * ms)
+        mono.value += 5 * ms
+        second = sign(1, u - 150 * ms, u + 50 * ms)  # 5 ms later, the estimate 50 ms back
+        assert second[0] >= first[0], (
+            f"worker 2's genTime is {(first[0] - second[0]) / ms:g} ms before worker 1's: "
+            "each worker has a genTime floor of its own"
+        )
+        # and its token still states an interval holding the window it was signed in
+        assert second[0] - second[1] <= u - 150 * ms and u + 50 * ms <= second[0] + second[1]
+        third = sign(0, u - 150 * ms, u + 50 * ms)  # and back to worker 1: no step back
+        assert third[0] >= second[0]
+        assert len({first[2], second[2], third[2]}) == 3
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        for sock in publics:
+            sock.close()
+
+
+def flock_waiter(pid: int) -> bool:
+    """Whether process ``pid`` is blocked waiting for an flock (``/proc/locks``)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" not in fields:
+            continue
+        lock_type, lock_pid = fields[fields.index("->") + 1], fields[fields.index("->") + 4]
+        if lock_type == "FLOCK" and int(lock_pid) == pid:
+            return True
+    return False
 
 
 def _hold_the_floor_lock(shared: SharedClock, holding: Any) -> None:
@@ -192,6 +297,8 @@ def test_a_worker_still_booting_is_not_sent_the_reload_that_would_end_it() -> No
             wait_until(lambda: pool.alive() == 1, 10, "the worker started")
             assert not shared.takes_reloads(0)
             assert pool.reload() == 0  # not signalled: it reads the key files when it starts
+            # A signal not sent has no event to wait on: 0.3 s is ample for one to arrive
+            # and end the stand-in, had it been sent.
             time.sleep(0.3)
             assert pool.alive() == 1
             # Once a worker says it survives a SIGHUP, it is sent one (this stand-in does
@@ -225,7 +332,10 @@ def test_a_process_killed_while_holding_a_lock_does_not_stop_the_others() -> Non
 
         waiter = threading.Thread(target=take, daemon=True)
         waiter.start()
-        assert not taken.wait(0.3)  # it is held: we wait
+        wait_until(  # it is held: we wait (the kernel lists this process as a waiter)
+            lambda: flock_waiter(os.getpid()) or taken.is_set(), 10, "waiting for the lock"
+        )
+        assert not taken.is_set(), "the lock of a live process was taken from it"
         os.kill(child.pid or 0, signal.SIGKILL)
         assert taken.wait(5), "the lock of a dead process was never released"
     finally:
@@ -431,6 +541,18 @@ def appliance_with_workers(tmp_path: Path) -> Iterator[tuple[str, subprocess.Pop
         proc.stderr.close()
 
 
+def accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the socket listening on ``port`` (for a
+    listening socket, ``/proc/net/tcp``'s rx_queue is its accept backlog)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return int(queues.split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def http_status(url: str) -> int:
     try:
         return http(url)[0]
@@ -465,7 +587,9 @@ def test_keep_alive_clients_are_split_evenly_between_the_processes(
     before = counts()
     clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(15)]
     try:
-        time.sleep(0.5)  # accepted by now
+        # until the processes have accepted them all (the listening socket's queue empty):
+        # which process holds each connection is decided then
+        wait_until(lambda: accept_queue(port) == 0, 10, "the 15 connections accepted")
         for i, c in enumerate(clients):
             q = build_request(hashlib.sha256(b"%d" % i).digest(), digest=Digest.SHA256, nonce=i).der
             c.sendall(
@@ -641,30 +765,44 @@ def test_sighup_renews_the_certificate_of_every_process_without_stopping(
         10,
         "the main process reloaded",
     )
-    time.sleep(0.5)  # the workers got the signal from the main process at the same moment
     assert http_status(f"{base}/health") == 200  # issuing throughout
     status, chain = http(f"{base}/tsa/certs")
     assert status == 200 and chain == (keys / "tsa.pem").read_bytes() + new_ca
 
-    after: dict[int, tuple[bytes, bytes]] = {}  # serial -> (reply, imprint)
+    after: dict[int, tuple[bytes, bytes]] = {}  # serial -> (reply, imprint), renewed key
+    asked = iter(range(1_000_000))
 
-    def every_process_answered() -> bool:
-        for i in range(12):
+    def renewed(n: int) -> list[int]:
+        """``n`` tokens on new connections (whichever process answers); the serials of
+        those signed with the renewed key (a worker gets the SIGHUP from the main process
+        and may still be reloading: those signed with the old one are not kept)."""
+        serials = []
+        for _ in range(n):
+            i = next(asked)
             imprint = hashlib.sha256(b"after %d" % i).digest()
             q = build_request(imprint, digest=Digest.SHA256, nonce=i)
             status, body = http(f"{base}/tsa", q.der)
             reply = parse_reply(body)
             assert status == 200 and reply.granted and reply.info is not None
+            try:
+                verify_reply(body, message_imprint=imprint, ca_pem=new_ca)
+            except VerificationFailed:
+                continue
             after[reply.info.serial] = body, imprint
+            serials.append(reply.info.serial)
+        return serials
+
+    def every_process_renewed() -> bool:
+        renewed(12)
         # a process opens its log with its first token: on a busy machine the 12 requests
         # before the reload may not all have reached every process, so look again each time
         logs = sorted(data.glob("issued*.log"))
         logged = [{r.serial for r in read_log(p)} for p in logs]
         return len(logs) == 3 and all(set(after) & serials for serials in logged)
 
-    wait_until(every_process_answered, 60, "a token from every process (3 issuance logs)")
-    for body, imprint in after.values():
-        verify_reply(body, message_imprint=imprint, ca_pem=new_ca)
+    wait_until(every_process_renewed, 60, "a token with the renewed key from every process")
+    # and from then on, every token of every process is signed with it
+    assert len(renewed(12)) == 12
     serials = [r.info.serial for r in before if r.info] + list(after)
     assert len(set(serials)) == len(serials)
     assert metric(base, 'horodate_tsa_credential_reloads_total{result="refused"}') == 0

@@ -1,6 +1,7 @@
 """The vault under test, sealing with a real appliance: the appliance's RFC 3161 engine
-and HTTP app (fed agreeing simulated time samples) on a real loopback port, reached by the
-vault's aiohttp TSA client; the vault's own app through ``aiohttp_client``."""
+and HTTP app (fed agreeing simulated time samples) served as in production (the fast lane
+on a real loopback port, ``appliance.http.listening``), reached by the vault's aiohttp TSA
+client; the vault's own app through ``aiohttp_client``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from appliance.http.app import create_app as create_appliance_app
 from appliance.http.app_keys import ServerConfig
+from appliance.http.listening import bind_public, listening
 from daemon.clock import utc_now, utc_text
 from daemon.http.app import create_app
 from daemon.keys import new_token, token_hash
@@ -116,18 +118,14 @@ async def appliance(
     service.token_time = token_time
     service.issue_state = lambda: timekeeper.last_issue_state
     app = create_appliance_app(ServerConfig(simulate=False), timekeeper, tsa=service)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
+    async with listening(app, bind_public("127.0.0.1", 0)) as where:
         yield Appliance(
-            url=str(server.make_url("/tsa")),
+            url=f"http://127.0.0.1:{where.port}/tsa",
             ca_pem=pki.ca_cert.read_bytes(),
             ca_path=pki.ca_cert,
             app=app,
             refusing=refusing,
         )
-    finally:
-        await server.close()
 
 
 def make_token(

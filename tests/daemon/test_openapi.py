@@ -70,12 +70,12 @@ class LiveVault:
         import datetime as dt
 
         from aiohttp import web
-        from aiohttp.test_utils import TestServer
 
         from appliance.clock import Policy
         from appliance.clock.timekeeper import Timekeeper
         from appliance.http.app import create_app as appliance_app
         from appliance.http.app_keys import ServerConfig
+        from appliance.http.listening import bind_public, listening
         from appliance.issuance.issuer import TsaService
         from appliance.issuance.log import IssuanceLog
         from appliance.issuance.serials import SerialAllocator
@@ -103,16 +103,14 @@ class LiveVault:
             chain_pem=creds.chain_pem(),
             days_to_expiry=lambda: 100.0,
         )
-        tsa_server = TestServer(
-            appliance_app(ServerConfig(simulate=False), tk, tsa=service), host="127.0.0.1"
-        )
-        await tsa_server.start_server()
-        config = VaultConfig(
-            data_dir=self.tmp / "vault",
-            tsa_urls=(str(tsa_server.make_url("/tsa")),),
-            tsa_ca=pki.ca_cert,
-        )
-        async with AsyncTsaClient(config.tsa_urls, pki.ca_cert.read_bytes()) as tsa:
+        tsa_app = appliance_app(ServerConfig(simulate=False), tk, tsa=service)
+        async with (
+            listening(tsa_app, bind_public("127.0.0.1", 0)) as tsa_where,  # as in production
+            AsyncTsaClient(
+                (f"http://127.0.0.1:{tsa_where.port}/tsa",), pki.ca_cert.read_bytes()
+            ) as tsa,
+        ):
+            config = VaultConfig(data_dir=self.tmp / "vault", tsa_urls=tsa.urls, tsa_ca=pki.ca_cert)
             vault = Vault(config, tsa=tsa)
             runner = web.AppRunner(create_app(vault))
             await runner.setup()
@@ -125,7 +123,6 @@ class LiveVault:
             self.ready.set()
             await self.stop.wait()
             await runner.cleanup()
-        await tsa_server.close()
         log.close()
         service.serials.close()
 

@@ -15,6 +15,11 @@ import pytest
 from drivers.errors import DriverError
 from drivers.gps import GpsConfig, GpsReceiver, GpsSample
 from tests.gps.support import Pty, cycle
+from tests.waiting import wait_until
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records]
 
 
 def fast_config(device: str) -> GpsConfig:
@@ -75,11 +80,12 @@ def test_cable_pulled_and_replugged_behind_a_symlink(
 
         first.close()  # cable pulled: the reader's read fails (EIO, hang-up)
         link.unlink()  # and the device node vanishes
-        deadline = time.monotonic() + 5
-        while running.receiver.port_open.is_set() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not running.receiver.port_open.is_set()
-        time.sleep(0.3)  # a few failed reopen attempts, with back-off
+        wait_until(lambda: not running.receiver.port_open.is_set(), 5, "the port seen lost")
+        wait_until(  # a few failed reopen attempts, with back-off
+            lambda: sum("No such file or directory" in m for m in messages(caplog)) >= 2,
+            5,
+            "two failed reopen attempts logged",
+        )
 
         second = Pty()  # plugged back: a new tty behind the same path
         link.symlink_to(second.path)
@@ -92,11 +98,32 @@ def test_cable_pulled_and_replugged_behind_a_symlink(
     finally:
         running.stop()
         first.close()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(f"{link} lost (" in m and "retrying in" in m for m in messages), messages
-    assert any("No such file or directory" in m for m in messages), messages
-    assert any(f"{link} is back" in m for m in messages), messages
+    messages_ = messages(caplog)
+    assert any(f"{link} lost (" in m and "retrying in" in m for m in messages_), messages_
+    assert any("No such file or directory" in m for m in messages_), messages_
+    assert any(f"{link} is back" in m for m in messages_), messages_
     second.close()
+
+
+def test_a_receiver_repeating_the_previous_second_gives_no_trusted_sample() -> None:
+    """Through the real reader on a pty: the receiver sends 12:00:00, then, in its next
+    cycle, 12:00:00 again, then 12:00:01. The repeat is read as a cycle of its own (the
+    first was closed by the quiet after it: its sample is taken before the repeat is
+    written) and comes out untrusted."""
+    pty = Pty()
+    running = Running(GpsReceiver(fast_config(pty.path)))
+    try:
+        assert running.receiver.port_open.wait(5)
+        taken = []
+        for label in ("120000.00", "120000.00", "120001.00"):
+            pty.write_all(cycle(label, "141126"))
+            taken += running.take(1)  # its cycle closed: the next is a later one
+        verdicts = [(s.label.second, s.trusted) for s in taken]
+        assert verdicts == [(0, True), (0, False), (1, True)], [s.reason for s in taken]
+        assert "repeated or backwards" in taken[1].reason
+    finally:
+        running.stop()
+        pty.close()
 
 
 def test_backoff_grows_to_its_bound_and_stop_is_prompt(
@@ -104,17 +131,20 @@ def test_backoff_grows_to_its_bound_and_stop_is_prompt(
 ) -> None:
     caplog.set_level(logging.INFO, logger="drivers.gps")
     running = Running(GpsReceiver(fast_config(str(tmp_path / "absent"))))
-    time.sleep(1.0)
+
+    def retries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "retrying in" in r.getMessage()]
+
+    wait_until(lambda: len(retries()) >= 5, 5, "five failed opens")
     t0 = time.monotonic()
     running.stop()
     assert time.monotonic() - t0 < 0.5  # waits are sliced by read_timeout_s
-    delays = [
-        float(m.split("retrying in ")[1].split(" s")[0])
-        for m in (r.getMessage() for r in caplog.records)
-        if "retrying in" in m
-    ]
+    tried = retries()[:5]
+    delays = [float(r.getMessage().split("retrying in ")[1].split(" s")[0]) for r in tried]
     assert delays[:4] == [0.05, 0.1, 0.2, 0.2]  # doubles, then stays at the bound
-    assert 4 <= len(delays) <= 8  # ~1 s of 0.05 + 0.1 + 0.2 + 0.2 …
+    for record, delay, after in zip(tried, delays, tried[1:], strict=False):
+        # each attempt came after the wait announced before it (10 ms of timer slack)
+        assert after.created - record.created >= delay - 0.01, (delay, after.created)
 
 
 def test_missing_device_configuration_is_an_error() -> None:

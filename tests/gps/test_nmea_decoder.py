@@ -249,6 +249,24 @@ def test_labels_must_move_forward_then_follow_the_new_timeline() -> None:
     ]
 
 
+def test_a_second_repeated_in_a_later_cycle_is_not_trusted() -> None:
+    """A receiver that sends the previous second's time again in its next cycle (a stuck
+    clock, a replayed buffer): the cycles are a second apart, each closed by the quiet
+    after it, so the repeat is a cycle of its own, not part of the first. It must not be
+    a second trusted sample for the same instant (that would say the time stood still)."""
+    decoder = NmeaDecoder(GpsConfig(cycle_quiet_s=0.5))
+    reports: list = []
+    for at_s, label in ((0, "120000.00"), (1, "120000.00"), (2, "120001.00")):
+        reports += decoder.feed(cycle(label), at_s * NS)
+        reports += decoder.poll(at_s * NS + 600_000_000)  # the quiet closes the cycle
+    assert [type(r) for r in reports] == [GpsSample] * 3, reports
+    verdicts = [(label_rfc3339(r)[11:19], r.trusted) for r in reports]
+    assert verdicts == [("12:00:00", True), ("12:00:00", False), ("12:00:01", True)]
+    assert "does not move forward" in reports[1].reason
+    assert "repeated or backwards" in reports[1].reason
+    assert reports[1].mono_ns == NS  # the later cycle's, not merged into the first
+
+
 # -- leap second ------------------------------------------------------------------------
 
 

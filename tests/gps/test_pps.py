@@ -37,6 +37,7 @@ from drivers.pps import (
 )
 from drivers.sample import SourceKind
 from tests.gps.support import cycle
+from tests.waiting import wait_until
 
 NS = 1_000_000_000
 
@@ -247,7 +248,7 @@ def test_receiver_pairs_pulses_with_gps_samples_fed_from_another_thread() -> Non
         time.sleep(0.01)
     receiver.add_gps(first)
     receiver.add_gps(second)
-    time.sleep(0.05)
+    wait_until(lambda: len(got) >= 2, 5, "the two pulses paired with their GPS seconds")
     stop.set()
     thread.join(5)
     assert not thread.is_alive() and fake.closed

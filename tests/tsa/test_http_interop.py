@@ -1,6 +1,6 @@
 """The interop matrix through the appliance's HTTP front: ``openssl ts -query`` → ``POST
-/tsa`` (aiohttp) → ``openssl ts -verify`` with ``-queryfile`` and ``-data``, and the
-``rfc3161-client`` verifier on the same reply.
+/tsa`` (served as in production: the fast lane on a real socket) → ``openssl ts -verify``
+with ``-queryfile`` and ``-data``, and the ``rfc3161-client`` verifier on the same reply.
 
 Key types P-256, P-384, RSA 2048 × SHA-256/384/512 × certReq on/off × nonce on/off. The
 clock is a real ensemble fed with agreeing samples on a virtual clock. Then requests built
@@ -32,14 +32,18 @@ from appliance.tsa import TimeStampAuthority
 from appliance.tsa.credentials import TsaCredentials
 from appliance.tsa.dev_pki import DevPki
 from appliance.tsa.request import parse_request
-from tests.appliance.conftest import VirtualClock, feed_agreeing_sources
+from tests.appliance.conftest import (  # noqa: F401 - the serve fixture
+    VirtualClock,
+    feed_agreeing_sources,
+    serve,
+)
 from tests.tsa.conftest import POLICY_OID
 from tests.tsa.test_interop import Counter, openssl_query, openssl_verify
 
 DATA = b"roll call 2026-11-28 09:00, establishment 0750001A, signed by teacher T-017\n"
 
 
-async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
+async def appliance_front(serve: Any, creds: TsaCredentials) -> Any:  # noqa: F811
     """The appliance's HTTP front on a synchronised clock, with this TSA key (no log)."""
     clock = VirtualClock()
     timekeeper = Timekeeper(Policy(), clock=clock)
@@ -50,7 +54,7 @@ async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
         issuance_log=None,
         chain_pem=creds.chain_pem(),
     )
-    return await aiohttp_client(create_app(ServerConfig(), timekeeper, tsa=service))
+    return await serve(create_app(ServerConfig(), timekeeper, tsa=service))
 
 
 @pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
@@ -58,7 +62,7 @@ async def appliance_front(aiohttp_client: Any, creds: TsaCredentials) -> Any:
 @pytest.mark.parametrize("cert_req", [True, False], ids=["certReq", "noCertReq"])
 @pytest.mark.parametrize("nonce", [True, False], ids=["nonce", "noNonce"])
 async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
-    aiohttp_client: Any,
+    serve: Any,  # noqa: F811
     openssl: str,
     dev_pki: Callable[[str], DevPki],
     credentials: Callable[[str], TsaCredentials],
@@ -68,7 +72,7 @@ async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
     cert_req: bool,
     nonce: bool,
 ) -> None:
-    client = await appliance_front(aiohttp_client, credentials(key_type))
+    client = await appliance_front(serve, credentials(key_type))
     pki = dev_pki(key_type)
 
     data, query, reply = tmp_path / "record.txt", tmp_path / "q.tsq", tmp_path / "r.tsr"
@@ -78,6 +82,7 @@ async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
         "/tsa", data=query.read_bytes(), headers={"Content-Type": "application/timestamp-query"}
     )
     assert resp.status == 200 and resp.content_type == "application/timestamp-reply"
+    assert resp.headers["Server"] == "Horodate"  # the fast lane's answer
     reply.write_bytes(await resp.read())
 
     openssl_verify(openssl, pki, query, reply, data, cert_req=cert_req)
@@ -98,14 +103,14 @@ async def test_openssl_query_post_tsa_openssl_and_rfc3161_client_verify(
 @pytest.mark.parametrize("cert_req", [True, False], ids=["certReq", "noCertReq"])
 @pytest.mark.parametrize("nonce", [True, False], ids=["nonce", "noNonce"])
 async def test_rfc3161_client_request_post_tsa_verifier_from_request(
-    aiohttp_client: Any,
+    serve: Any,  # noqa: F811
     dev_pki: Callable[[str], DevPki],
     credentials: Callable[[str], TsaCredentials],
     algorithm: HashAlgorithm,
     cert_req: bool,
     nonce: bool,
 ) -> None:
-    client = await appliance_front(aiohttp_client, credentials("ec-p256"))
+    client = await appliance_front(serve, credentials("ec-p256"))
     pki = dev_pki("ec-p256")
     request = (
         TimestampRequestBuilder()
