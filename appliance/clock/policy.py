@@ -57,8 +57,6 @@ class Policy:
     nmea_jitter_margin_ms: float = 5.0
     nmea_latency_jump_ms: float = 20.0
     nmea_latency_jump_samples: int = 3
-    # issue() re-assesses when its cached assessment is older than this.
-    reassess_after_s: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,7 +75,6 @@ class Policy:
             "rtc_stale_after_s",
             "nmea_calibration_max_ref_ms",
             "nmea_latency_jump_ms",
-            "reassess_after_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

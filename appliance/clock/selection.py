@@ -9,12 +9,21 @@ The bound goes one step further than NTP (ADR 0003): up to ``hidden`` truechimer
 lying *within* the others' intervals, which no vote can see. So the bound is the hull of
 the points covered by at least ``len(truechimers) − hidden`` truechimers; with at most that
 many hidden liars among them, the truth is inside.
+
+``vote`` adds the quorum (ADR 0003): the truechimers must span enough *independent classes*
+(GNSS, NTP); the RTC, which learned its time from the others, votes but is no class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from drivers.sample import SourceKind
+
+from .interval import Evidence
+
+GNSS = "gnss"  # the voter key of the GPS receiver (its NMEA and PPS are one voice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +87,35 @@ def select(voters: Sequence[Voter], hidden: int) -> Selection:
         truechimers = frozenset(v.key for v in chimers)
         return Selection(True, truechimers, everyone - truechimers, bound[0][0], bound[-1][1])
     return Selection(False, frozenset(), everyone)
+
+
+def class_of(key: str) -> str | None:
+    """The independence class a voter counts for in the quorum (ADR 0003)."""
+    if key == GNSS:
+        return GNSS
+    if key.startswith(SourceKind.NTP.value):
+        return SourceKind.NTP.value
+    return None  # the RTC learned its time from the others: a witness, not a source
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """The selection among the voters at one instant, and whether it makes a quorum."""
+
+    selection: Selection
+    classes: tuple[str, ...]  # independent classes among the truechimers, sorted
+    quorum: bool
+    hull: Evidence | None  # the bound's interval for θ, when there is a majority
+    voters: int
+
+
+def vote(voters: Mapping[str, Evidence], at_ns: int, hidden: int, quorum: int) -> Vote:
+    """Put the voters' intervals (all seen from ``at_ns``) to the vote."""
+    sel = select([Voter(k, ev.lo_ns, ev.hi_ns) for k, ev in voters.items()], hidden)
+    classes = tuple(sorted({c for k in sel.truechimers if (c := class_of(k)) is not None}))
+    hull = (
+        Evidence(at_ns, sel.lo_ns, sel.hi_ns)
+        if sel.lo_ns is not None and sel.hi_ns is not None
+        else None
+    )
+    return Vote(sel, classes, sel.majority and len(classes) >= quorum, hull, len(voters))

@@ -169,7 +169,6 @@ def test_issue_refuses_a_bound_beyond_max_error_between_reassessments() -> None:
         pass
     expiry = _holdover_expiry(world, ensemble, 1300.0)
     before, after = expiry - NS // 2, expiry + 4 * NS // 10
-    assert after - before < p.reassess_after_s * NS  # issue() at `after` uses the cache
 
     a = ensemble.assess(before)
     assert a.state is ClockState.HOLDOVER and a.issuing

@@ -4,6 +4,8 @@
   own uncertainty, the truth is inside the bound whenever the ensemble issues.
 - Without new evidence, the bound never shrinks.
 - genTime never decreases from one token to the next.
+- Reading changes nothing: one sample stream gives the same answers at the same instants
+  however often, and by whichever reader, the ensemble was read in between (issue 13).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
-from appliance.clock import Ensemble, Policy, TimeNotAvailable
+from appliance.clock import Ensemble, Issue, Policy, TimeNotAvailable, Window
 from drivers.sample import SourceKind, TimeSample
+
+from .world import Fault, World, WorldConfig
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -178,3 +182,139 @@ def test_gentime_never_decreases(
             with contextlib.suppress(TimeNotAvailable):
                 issued.append(ensemble.issue(when).utc_ns)
     assert issued == sorted(issued)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+READERS = ("assess", "window", "issue", "rtc_action")
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    after_ns: int  # when, after the last sample (negative: a request timed just before it)
+    call: str  # one of READERS
+
+
+reads = st.builds(Read, after_ns=st.integers(-2 * NS, 400 * NS), call=st.sampled_from(READERS))
+
+
+def _read(ensemble: Ensemble, call: str, when: int) -> object:
+    """Call one reader; a refusal is an answer too."""
+    try:
+        return getattr(ensemble, call)(when)
+    except TimeNotAvailable as e:
+        return ("refused", e.reason, e.state)
+
+
+@settings(settings.get_profile("clock"))
+@given(
+    truth=truths,
+    faulty=st.sampled_from([None, 0, 1, 2]),
+    offset_ns=st.integers(-3 * NS, 3 * NS),
+    trail=st.lists(events, min_size=1, max_size=30),
+    busy_reads=st.lists(st.lists(reads, max_size=8), min_size=30, max_size=30),
+    compare=st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_reading_changes_nothing(
+    truth: Truth,
+    faulty: int | None,
+    offset_ns: int,
+    trail: list[Event],
+    busy_reads: list[list[Read]],
+    compare: list[bool],
+) -> None:
+    """One sample stream, two ensembles: one read at many random moments by every reader,
+    the other only where they are compared. They answer alike at every common instant.
+
+    ``issue()`` also remembers the last genTime it handed out (never backwards, RFC 3161
+    §2.4.2): that is the tokens' history, not the clock's, so its answers are compared
+    where neither ensemble has handed out a genTime later than the window's midpoint.
+    """
+    busy, idle = Ensemble(POLICY), Ensemble(POLICY)
+    last: dict[int, int] = {}  # id(ensemble) → its last genTime
+    m = M0
+    for e, extra, check in zip(trail, busy_reads, compare, strict=False):
+        m += e.gap_ns
+        sample = sample_for(truth, e, m, faulty == e.source, offset_ns)
+        busy.add(sample)
+        idle.add(sample)
+        for r in extra:
+            answer = _read(busy, r.call, m + r.after_ns)
+            if isinstance(answer, Issue):
+                last[id(busy)] = answer.utc_ns
+        if not check:
+            continue
+        when = m + e.check_after_ns
+        assert busy.assess(when) == idle.assess(when)
+        window = _read(busy, "window", when)
+        assert window == _read(idle, "window", when)
+        issued = [_read(x, "issue", when) for x in (busy, idle)]
+        if isinstance(window, Window):
+            mid = (window.lo_ns + window.hi_ns) // 2
+            if all(last.get(id(x), mid) <= mid for x in (busy, idle)):
+                assert issued[0] == issued[1]
+        else:
+            assert issued[0] == issued[1] == window
+        for x, answer in zip((busy, idle), issued, strict=True):
+            if isinstance(answer, Issue):
+                last[id(x)] = answer.utc_ns
+
+
+WORLD_FAULTS = {
+    "healthy": (),
+    "GPS jumps 2.5 s": (Fault("gps", 300, offset_s=2.5),),
+    "GPS and NTP jump together (alarm)": (
+        Fault("gps", 300, 600, offset_s=2.5),
+        Fault("ntp", 300, 600, offset_s=2.5),
+    ),
+    "GPS and NTP lost (stale, holdover)": (
+        Fault("gps", 200, silent=True),
+        Fault("ntp", 200, silent=True),
+    ),
+    "RTC drifts 300 ppm": (Fault("rtc", 200, drift_ppm=300.0),),
+    "NMEA latency jumps": (Fault("gps", 300, latency_s=0.400),),
+}
+WORLD_STEP_S = 5.0
+WORLD_UNTIL_S = 800.0
+WORLD_STEPS = int(WORLD_UNTIL_S / WORLD_STEP_S)
+# (when within a step, which reader): rtc_action is left out, see below
+world_reads = st.tuples(st.integers(0, int(WORLD_STEP_S * NS) - 1), st.sampled_from(READERS[:3]))
+
+
+@settings(settings.get_profile("clock"), max_examples=12)
+@given(
+    faults=st.sampled_from(sorted(WORLD_FAULTS)),
+    pps=st.booleans(),
+    seed=st.integers(0, 1000),
+    busy_reads=st.lists(
+        st.lists(world_reads, max_size=6), min_size=WORLD_STEPS, max_size=WORLD_STEPS
+    ),
+)
+def test_reading_changes_nothing_in_a_simulated_world(
+    faults: str, pps: bool, seed: int, busy_reads: list[list[tuple[int, str]]]
+) -> None:
+    """The same, on the simulated GPS (with its PPS), NTP and RTC, faults included: every
+    few seconds both ensembles are compared, and both obey the same RTC actions (asked
+    only then, so that ``rtc_action``'s memory of asking is the same in both)."""
+    world = World(WorldConfig(seed=seed, pps=pps, faults=WORLD_FAULTS[faults]))
+    busy, idle = Ensemble(), Ensemble()
+    for k, extra in enumerate(busy_reads):
+        m_from, m_to = world.mono(k * WORLD_STEP_S), world.mono((k + 1) * WORLD_STEP_S)
+        pending = sorted(extra)
+        for s in sorted(world.samples(m_from, m_to), key=lambda s: s.mono_ns):
+            while pending and m_from + pending[0][0] < s.mono_ns:
+                after, call = pending.pop(0)
+                _read(busy, call, m_from + after)
+            busy.add(s)
+            idle.add(s)
+        for after, call in pending:
+            _read(busy, call, m_from + after)
+        assert busy.assess(m_to) == idle.assess(m_to)
+        assert _read(busy, "window", m_to) == _read(idle, "window", m_to)
+        action = busy.rtc_action(m_to)
+        assert action == idle.rtc_action(m_to)
+        if action is not None:
+            mono, utc = world.set_rtc(m_to, action.utc_at)
+            for x in (busy, idle):
+                x.rtc_was_set(mono, utc, error_ns=MS)

@@ -247,3 +247,31 @@ def test_after_an_alarm_a_restart_starts_afresh_from_the_sources() -> None:
     steps = list(run(world, restarted, 760, from_s=700))
     assert steps[-1].assessment.state is ClockState.SYNCHRONISED
     assert steps[-1].assessment.issuing
+
+
+def test_an_alarm_ends_on_the_clocks_own_timer_not_on_a_read() -> None:
+    """GPS and NTP jump together (alarm), then every source falls silent. No sample comes
+    again, yet the alarm ends: at the instant its prediction outgrows max_error_s, a timer
+    of the ensemble's own (docs/clock.md, "When the state changes"). An ensemble read every
+    hour and one read only at the end agree, then and at every instant asked later."""
+    faults = (
+        Fault("gps", 600, offset_s=-2.5),
+        Fault("ntp", 600, offset_s=-2.5),
+        *(Fault(source, 700, silent=True) for source in ("gps", "ntp", "rtc")),
+    )
+    watched, ignored = Ensemble(), Ensemble()
+    for ensemble in (watched, ignored):
+        *_, last = run(World(WorldConfig(faults=faults)), ensemble, 700)
+        assert last.assessment.state is ClockState.ALARM
+    world = World(WorldConfig(faults=faults))
+    states = [watched.assess(world.mono(700 + h * 3600)).state for h in range(24 * 30)]
+    assert states[0] is ClockState.ALARM and states[-1] is ClockState.UNSYNCHRONISED
+    ended = states.index(ClockState.UNSYNCHRONISED)
+    assert set(states[:ended]) == {ClockState.ALARM}
+    assert set(states[ended:]) == {ClockState.UNSYNCHRONISED}
+    for h in (24 * 30, ended, ended - 1, 0):  # later reads changed no earlier answer
+        m = world.mono(700 + h * 3600)
+        assert ignored.assess(m) == watched.assess(m)
+        assert watched.assess(m).state is states[min(h, len(states) - 1)]
+    a = ignored.assess(world.mono(700 + 24 * 30 * 3600))
+    assert a.utc_ns is None and "no usable time source" in a.reason  # the model is dropped
