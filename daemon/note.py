@@ -40,6 +40,7 @@ MAX_NOTE_BYTES: Final = 1024 * 1024
 MAX_SIGNATURES: Final = 100
 _NAME = re.compile(r"[^\s+]+")
 _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")  # ASCII controls but the newline
 
 
 class NoteError(VaultError):
@@ -50,7 +51,9 @@ def key_id(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519]) + public).digest()[:4]
 
 
-def _check_name(name: str) -> str:
+def check_key_name(name: str) -> str:
+    """``name``, if it is a valid key name (c2sp.org/signed-note: non-empty, no Unicode
+    space, no '+')."""
     if not _NAME.fullmatch(name):
         raise NoteError(f"key name {name!r}: non-empty, no space, no '+'")
     return name
@@ -75,7 +78,7 @@ class Verifier:
         if len(parts) != 3:
             raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
         name, hex_id, b64 = parts
-        _check_name(name)
+        check_key_name(name)
         raw = _b64(b64, "the verifier key")
         if len(raw) != 33 or raw[0] != ED25519:
             raise NoteError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
@@ -107,7 +110,7 @@ class Signer:
     def generate(cls, name: str) -> Signer:
         key = Ed25519PrivateKey.generate()
         seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return cls(name=_check_name(name), seed=seed)
+        return cls(name=check_key_name(name), seed=seed)
 
     @classmethod
     def from_key_string(cls, text: str) -> Signer:
@@ -118,7 +121,7 @@ class Signer:
         raw = _b64(b64, "the signer key")
         if len(raw) != 33 or raw[0] != ED25519:
             raise NoteError("only Ed25519 signer keys are supported")
-        signer = cls(name=_check_name(name), seed=raw[1:])
+        signer = cls(name=check_key_name(name), seed=raw[1:])
         if hex_id != signer.verifier().key_id.hex():
             raise NoteError("the signer key's ID does not match its key")
         return signer
@@ -149,13 +152,30 @@ def sign_note(text: str, signers: Iterable[Signer]) -> str:
     return text + "\n" + "".join(lines)
 
 
-def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]:
-    """The note's text and the names of the known keys whose signature verifies.
+@dataclass(frozen=True, slots=True)
+class NoteSignature:
+    """One signature line of a note, as it came: ``— <name> base64(key ID ‖ signature)``."""
 
-    Signatures by unknown keys are ignored (c2sp.org/signed-note); a signature whose key ID
-    is known but which does not verify is an error, as is a note no known key signed."""
-    if len(note.encode()) > MAX_NOTE_BYTES:
+    name: str
+    key_id: bytes  # 4 bytes
+    signature: bytes
+    line: str  # the whole line, without its newline
+
+
+def parse_note(note: str) -> tuple[str, list[NoteSignature]]:
+    """The note's text and its signature lines, checked for form only (nothing verified).
+
+    c2sp.org/signed-note: text ending in a newline, a blank line, one or more signature
+    lines; valid UTF-8 with no ASCII control character but the newline; the text is
+    separated from the signatures by the *last* blank line."""
+    try:
+        size = len(note.encode())
+    except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 form
+        raise NoteError("a note is valid UTF-8") from e
+    if size > MAX_NOTE_BYTES:
         raise NoteError(f"a note is at most {MAX_NOTE_BYTES} bytes")
+    if _CONTROL.search(note):
+        raise NoteError("a note holds no control character but the newline")
     split = note.rfind("\n\n")
     if split < 0 or not note.endswith("\n"):
         raise NoteError("a note is text, a blank line, and signature lines")
@@ -163,8 +183,7 @@ def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]
     lines = block.split("\n")[:-1]
     if not lines or len(lines) > MAX_SIGNATURES:
         raise NoteError(f"a note has 1 to {MAX_SIGNATURES} signature lines")
-    known = {(v.name, v.key_id): v for v in verifiers}
-    good: list[str] = []
+    signatures: list[NoteSignature] = []
     for line in lines:
         if not line.startswith(DASH):
             raise NoteError(f"malformed signature line {line[:80]!r}")
@@ -172,12 +191,25 @@ def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]
         raw = _b64(b64, "a signature")
         if len(raw) < 5 or not _NAME.fullmatch(name):
             raise NoteError(f"malformed signature line {line[:80]!r}")
-        v = known.get((name, raw[:4]))
+        signatures.append(NoteSignature(name=name, key_id=raw[:4], signature=raw[4:], line=line))
+    return text, signatures
+
+
+def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]:
+    """The note's text and the names of the known keys whose signature verifies.
+
+    Signatures by unknown keys are ignored (c2sp.org/signed-note); a signature whose key ID
+    is known but which does not verify is an error, as is a note no known key signed."""
+    text, signatures = parse_note(note)
+    known = {(v.name, v.key_id): v for v in verifiers}
+    good: list[str] = []
+    for sig in signatures:
+        v = known.get((sig.name, sig.key_id))
         if v is None:
             continue
-        if not v.verify(text.encode(), raw[4:]):
-            raise NoteError(f"the signature of {name} does not verify")
-        good.append(name)
+        if not v.verify(text.encode(), sig.signature):
+            raise NoteError(f"the signature of {sig.name} does not verify")
+        good.append(sig.name)
     if not good:
         raise NoteError("no known key signed this note")
     return text, good

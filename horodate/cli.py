@@ -16,6 +16,7 @@ COMMANDS = (
     "demo",
     "appliance",
     "vault",
+    "witness",
     "audit",
     "keys",
     "status",
