@@ -23,7 +23,7 @@ import time as _time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from asn1crypto import x509 as asn1_x509
 from cryptography.exceptions import InvalidSignature
@@ -32,11 +32,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from appliance.tsa import der
+from appliance.tsa.credentials import TsaCredentials
 from appliance.tsa.errors import FailInfo, PKIStatus, RequestRejected, TimeNotAvailable
 from appliance.tsa.request import TimeStampRequest, parse_request
-
-if TYPE_CHECKING:  # appliance.keys imports appliance.tsa.errors
-    from appliance.tsa.credentials import TsaCredentials
 
 __all__ = [
     "MAX_SERIAL_BITS",
