@@ -143,8 +143,12 @@ class Vault:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a loop that died must not keep the store open
+                log.exception("vault: %s had failed", t.get_name())
         # a cancelled task's read may still run in its thread: let it end first
         await asyncio.get_running_loop().run_in_executor(None, self._reading.shutdown)
         self.committer.stop()

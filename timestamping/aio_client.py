@@ -151,6 +151,8 @@ class AsyncTsaClient:
             if attempt:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _BACKOFF_CAP_S)
+            if self._session.closed:  # its owner closed it (stopping): no request can go
+                raise TsaUnreachable(f"the TSA client is closed; nothing sent to {url}")
             try:
                 async with self._session.post(
                     url,

@@ -613,6 +613,12 @@ def test_workers_share_one_clock_and_never_repeat_a_serial(
     appliance_with_workers: tuple[str, subprocess.Popen[bytes], Path],
 ) -> None:
     base, _, data = appliance_with_workers
+    logs_expected = {"issued.log", "issued-w1.log", "issued-w2.log"}
+    wait_until(  # a loaded machine may still be starting the workers
+        lambda: {p.name for p in data.glob("issued*.log")} == logs_expected,
+        60,
+        "both workers opened their issuance logs",
+    )
     # One request after the other, each on a new connection: whichever process answers,
     # genTime never goes back and no serial repeats.
     replies = [stamp(base, i) for i in range(60)]
@@ -625,7 +631,7 @@ def test_workers_share_one_clock_and_never_repeat_a_serial(
     assert len(set(serials)) == len(serials)
 
     logs = {p.name: list(read_log(p)) for p in sorted(data.glob("issued*.log"))}
-    assert set(logs) == {"issued.log", "issued-w1.log", "issued-w2.log"}
+    assert set(logs) == logs_expected
     served_by = [name for name, records in logs.items() if records]
     assert len(served_by) >= 2, f"only {served_by} answered 60 connections"
     logged = {r.serial: r for records in logs.values() for r in records}
