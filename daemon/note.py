@@ -4,7 +4,11 @@ A note is UTF-8 text ending in a newline, a blank line, then signature lines
 ``— <key name> <base64(4-byte key ID ‖ signature)>`` (U+2014 EM DASH, a space). For an
 Ed25519 key (type 0x01) the key ID is the first four bytes of
 ``SHA-256(name ‖ "\\n" ‖ 0x01 ‖ public key)``; the verifier key is written
-``<name>+<hex key ID>+<base64(0x01 ‖ public key)>`` (c2sp.org/signed-note). A checkpoint's
+``<name>+<hex key ID>+<base64(0x01 ‖ public key)>`` and the signer key
+``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 ‖ 32-byte seed)>`` (c2sp.org/signed-note).
+:class:`Signer` and :class:`Verifier` take the signature type byte as a parameter: the same
+Ed25519 keys, written the same way, serve other signature types over other messages, such as
+the witnesses' cosignature/v1 (type 0x04, :mod:`daemon.witness.cosignature`). A checkpoint's
 text is the origin line, the tree size in decimal, the base64 root hash, then optional
 extension lines (c2sp.org/tlog-checkpoint).
 
@@ -47,8 +51,9 @@ class NoteError(VaultError):
     """A malformed note, key or checkpoint, or one no known key signed."""
 
 
-def key_id(name: str, public: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519]) + public).digest()[:4]
+def key_id(name: str, public: bytes, key_type: int = ED25519) -> bytes:
+    """c2sp.org/signed-note: ``SHA-256(name ‖ "\\n" ‖ signature type ‖ public key)[:4]``."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public).digest()[:4]
 
 
 def check_key_name(name: str) -> str:
@@ -66,32 +71,46 @@ def _b64(text: str, what: str) -> bytes:
         raise NoteError(f"{what} is not base64") from e
 
 
+def _key(b64: str, key_type: int, what: str) -> bytes:
+    """The 32 key bytes of ``base64(type ‖ key)``, if the type byte is ``key_type``."""
+    raw = _b64(b64, f"the {what} key")
+    if len(raw) != 33 or raw[0] != key_type:
+        raise NoteError(
+            f"not a {what} key of signature type 0x{key_type:02x} "
+            "(that type byte, then a 32-byte Ed25519 key)"
+        )
+    return raw[1:]
+
+
+def _key_string(key_type: int, key: bytes) -> str:
+    return base64.b64encode(bytes([key_type]) + key).decode()
+
+
 @dataclass(frozen=True, slots=True)
 class Verifier:
+    """An Ed25519 verifier key of signature type ``key_type`` (0x01: a note signature)."""
+
     name: str
     key_id: bytes
     public: bytes  # 32 bytes, Ed25519
+    key_type: int = ED25519
 
     @classmethod
-    def from_key_string(cls, text: str) -> Verifier:
+    def from_key_string(cls, text: str, key_type: int = ED25519) -> Verifier:
+        """The key ``<name>+<hex key ID>+<base64(type ‖ public key)>``, of type ``key_type``."""
         parts = text.strip().split("+", 2)  # base64 has '+' too
         if len(parts) != 3:
             raise NoteError("a verifier key is <name>+<hex key id>+<base64 key>")
         name, hex_id, b64 = parts
         check_key_name(name)
-        raw = _b64(b64, "the verifier key")
-        if len(raw) != 33 or raw[0] != ED25519:
-            raise NoteError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
-        public = raw[1:]
-        if not re.fullmatch(r"[0-9a-f]{8}", hex_id) or bytes.fromhex(hex_id) != key_id(
-            name, public
-        ):
+        public = _key(b64, key_type, "verifier")
+        kid = key_id(name, public, key_type)
+        if not re.fullmatch(r"[0-9a-f]{8}", hex_id) or bytes.fromhex(hex_id) != kid:
             raise NoteError("the verifier key's ID does not match its name and key")
-        return cls(name=name, key_id=key_id(name, public), public=public)
+        return cls(name=name, key_id=kid, public=public, key_type=key_type)
 
     def key_string(self) -> str:
-        b64 = base64.b64encode(bytes([ED25519]) + self.public).decode()
-        return f"{self.name}+{self.key_id.hex()}+{b64}"
+        return f"{self.name}+{self.key_id.hex()}+{_key_string(self.key_type, self.public)}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         try:
@@ -103,31 +122,34 @@ class Verifier:
 
 @dataclass(frozen=True, slots=True)
 class Signer:
+    """An Ed25519 signer key of signature type ``key_type`` (0x01: a note signature)."""
+
     name: str
     seed: bytes  # the 32-byte Ed25519 private key
+    key_type: int = ED25519
 
     @classmethod
-    def generate(cls, name: str) -> Signer:
+    def generate(cls, name: str, key_type: int = ED25519) -> Signer:
         key = Ed25519PrivateKey.generate()
         seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        return cls(name=check_key_name(name), seed=seed)
+        return cls(name=check_key_name(name), seed=seed, key_type=key_type)
 
     @classmethod
-    def from_key_string(cls, text: str) -> Signer:
+    def from_key_string(cls, text: str, key_type: int = ED25519) -> Signer:
+        """The key ``PRIVATE+KEY+<name>+<hex key ID>+<base64(type ‖ seed)>``, of type
+        ``key_type``."""
         parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("a signer key is PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
         name, hex_id, b64 = parts[2:]
-        raw = _b64(b64, "the signer key")
-        if len(raw) != 33 or raw[0] != ED25519:
-            raise NoteError("only Ed25519 signer keys are supported")
-        signer = cls(name=check_key_name(name), seed=raw[1:])
+        seed = _key(b64, key_type, "signer")
+        signer = cls(name=check_key_name(name), seed=seed, key_type=key_type)
         if hex_id != signer.verifier().key_id.hex():
             raise NoteError("the signer key's ID does not match its key")
         return signer
 
     def key_string(self) -> str:
-        b64 = base64.b64encode(bytes([ED25519]) + self.seed).decode()
+        b64 = _key_string(self.key_type, self.seed)
         return f"PRIVATE+KEY+{self.name}+{self.verifier().key_id.hex()}+{b64}"
 
     def verifier(self) -> Verifier:
@@ -136,10 +158,20 @@ class Signer:
             .public_key()
             .public_bytes(Encoding.Raw, PublicFormat.Raw)
         )
-        return Verifier(name=self.name, key_id=key_id(self.name, public), public=public)
+        kid = key_id(self.name, public, self.key_type)
+        return Verifier(name=self.name, key_id=kid, public=public, key_type=self.key_type)
 
     def sign(self, message: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+
+
+def _note_key(key: Signer | Verifier) -> None:
+    """A note is signed with type 0x01 keys only: a key of another type signs other messages
+    (c2sp.org/signed-note, "Signature types")."""
+    if key.key_type != ED25519:
+        raise NoteError(
+            f"{key.name}'s key is of signature type 0x{key.key_type:02x}, not a note key"
+        )
 
 
 def sign_note(text: str, signers: Iterable[Signer]) -> str:
@@ -147,6 +179,7 @@ def sign_note(text: str, signers: Iterable[Signer]) -> str:
         raise NoteError("a note's text ends with a newline")
     lines = []
     for s in signers:
+        _note_key(s)
         sig = s.verifier().key_id + s.sign(text.encode())
         lines.append(f"{DASH}{s.name} {base64.b64encode(sig).decode()}\n")
     return text + "\n" + "".join(lines)
@@ -202,6 +235,8 @@ def open_note(note: str, verifiers: Iterable[Verifier]) -> tuple[str, list[str]]
     is known but which does not verify is an error, as is a note no known key signed."""
     text, signatures = parse_note(note)
     known = {(v.name, v.key_id): v for v in verifiers}
+    for key in known.values():
+        _note_key(key)
     good: list[str] = []
     for sig in signatures:
         v = known.get((sig.name, sig.key_id))

@@ -14,6 +14,7 @@ from daemon.note import (
     sign_note,
     verify_checkpoint,
 )
+from daemon.witness.cosignature import CosignatureVerifier, Cosigner
 
 # The example of golang.org/x/mod/sumdb/note (its note_test.go), the reference the C2SP
 # signed-note specification follows.
@@ -68,6 +69,25 @@ def test_unknown_keys_are_ignored_but_a_note_needs_one_known() -> None:
 def test_malformed_verifier_keys_are_refused(key: str) -> None:
     with pytest.raises(NoteError):
         Verifier.from_key_string(key)
+
+
+def test_a_cosignature_key_is_refused_as_a_note_key_and_the_reverse() -> None:
+    """The signature type byte keeps the keys apart (c2sp.org/signed-note): a witness's
+    cosignature/v1 key (type 0x04) is no note key (type 0x01), and a note key no witness's."""
+    cosigner = Cosigner.generate("witness.example/a")
+    signer = Signer.generate("witness.example/a")
+    with pytest.raises(NoteError, match="type 0x01"):
+        Verifier.from_key_string(cosigner.verifier().key_string())
+    with pytest.raises(NoteError, match="type 0x01"):
+        Signer.from_key_string(cosigner.key_string())
+    with pytest.raises(NoteError, match="type 0x04"):
+        CosignatureVerifier.from_key_string(signer.verifier().key_string())
+    with pytest.raises(NoteError, match="type 0x04"):
+        Cosigner.from_key_string(signer.key_string())
+    with pytest.raises(NoteError, match="not a note key"):
+        sign_note(TEXT, [cosigner.key])
+    with pytest.raises(NoteError, match="not a note key"):
+        open_note(NOTE, [Verifier.from_key_string(VKEY), cosigner.verifier().key])
 
 
 def test_checkpoints_round_trip_and_are_parsed_strictly() -> None:
