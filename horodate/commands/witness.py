@@ -8,9 +8,10 @@ import datetime as dt
 import logging
 import signal
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from horodate.commands import settings
 
 log = logging.getLogger("horodate.witness")
 
@@ -55,22 +56,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML configuration, its [witness] table")
-    p.add_argument("--data-dir", type=Path, help=f"the witness's data (default {DEFAULT_DATA_DIR})")
+    settings.add_location_options(
+        p,
+        what="witness",
+        config_help="TOML configuration, its [witness] table",
+        default_data_dir=DEFAULT_DATA_DIR,
+    )
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    if args.config is None:
-        return {}
-    with args.config.open("rb") as f:
-        table = tomllib.load(f).get("witness", {})
-    if not isinstance(table, dict):
-        raise ValueError(f"{args.config}: [witness] must be a table")
-    return table
-
-
-def _data_dir(args: argparse.Namespace, conf: dict[str, Any]) -> Path:
-    return Path(args.data_dir or conf.get("data_dir") or DEFAULT_DATA_DIR)
+def _data_dir(args: argparse.Namespace) -> Path:
+    """The tools' data directory (they read nothing else of the [witness] table)."""
+    conf = settings.load_table(args.config, "witness")
+    return settings.data_dir_of(args, conf, DEFAULT_DATA_DIR)
 
 
 def _fail(what: str, e: Exception) -> int:
@@ -85,13 +82,12 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        conf = _settings(args)
-        kwargs: dict[str, Any] = {"data_dir": _data_dir(args, conf)}
+        conf = settings.load_table(args.config, "witness")
+        kwargs: dict[str, Any] = {"data_dir": settings.data_dir_of(args, conf, DEFAULT_DATA_DIR)}
         if "body_max_bytes" in conf:
             kwargs["body_max_bytes"] = int(conf["body_max_bytes"])
-        listen = args.listen or conf.get("listen") or DEFAULT_LISTEN
-        host, _, port = str(listen).rpartition(":")
-        return asyncio.run(serve(WitnessConfig(**kwargs), host or "127.0.0.1", int(port)))
+        host, port = settings.host_port(settings.listen_of(args, conf, DEFAULT_LISTEN))
+        return asyncio.run(serve(WitnessConfig(**kwargs), host, port))
     except (VaultError, OSError, ValueError) as e:
         print(f"horodate witness: {e}", file=sys.stderr)
         return 1
@@ -103,6 +99,7 @@ async def serve(config: Any, host: str, port: int) -> int:
 
     from daemon.witness.app import create_app
     from daemon.witness.witness import Witness
+    from horodate.sd_notify import LoopVitals, serve_until
 
     witness = Witness(config)
     runner = web.AppRunner(create_app(witness), access_log=None, handle_signals=False)
@@ -121,7 +118,8 @@ async def serve(config: Any, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        status = LoopVitals(f"witnessing as {witness.name} on {host}:{port}")
+        await serve_until(stop, lambda: status)  # systemd's READY=1: it listens
     finally:
         await runner.cleanup()
     return 0
@@ -132,7 +130,7 @@ def run_init(args: argparse.Namespace) -> int:
     from daemon.witness.witness import init
 
     try:
-        data_dir = _data_dir(args, _settings(args))
+        data_dir = _data_dir(args)
         cosigner = init(data_dir, args.name)
     except (VaultError, OSError, ValueError) as e:
         return _fail("init", e)
@@ -147,7 +145,7 @@ def run_add_log(args: argparse.Namespace) -> int:
     from daemon.witness.witness import STATE_FILE, load_key
 
     try:
-        data_dir = _data_dir(args, _settings(args))
+        data_dir = _data_dir(args)
         load_key(data_dir)  # an initialised witness only
         state = WitnessState.open(data_dir / STATE_FILE)
         try:
@@ -170,7 +168,7 @@ def run_show(args: argparse.Namespace) -> int:
     from daemon.witness.witness import STATE_FILE, load_key
 
     try:
-        data_dir = _data_dir(args, _settings(args))
+        data_dir = _data_dir(args)
         cosigner = load_key(data_dir)
         state = WitnessState.open(data_dir / STATE_FILE)
         try:
