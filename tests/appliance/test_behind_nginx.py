@@ -19,11 +19,10 @@ import pytest
 
 from appliance.http import listening
 
+from .raw_http import connect, read_response
 from .test_fastlane import (  # noqa: F401 - served is a fixture
     _AMBIGUOUS,
     PLAIN,
-    connect,
-    read_response,
     served,
 )
 

@@ -25,7 +25,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -55,11 +54,10 @@ from appliance.issuance.issuer import TsaService
 from tests.waiting import eventually
 from timestamping import Digest, build_request, parse_reply
 
-from .conftest import VirtualClock, feed_agreeing_sources
+from .conftest import HOST, VirtualClock, feed_agreeing_sources
+from .raw_http import DEADLINE_S, Response, connect, read_response
 
 MAX_BODY = 1024
-HOST = "127.0.0.1"
-DEADLINE_S = 3.0  # every exchange in this file takes a small fraction of that
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TSQ = b"application/timestamp-query"
 
@@ -543,47 +541,9 @@ def make_app() -> web.Application:
     return app
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]  # lower-case names; a repeated name keeps its last value
-    body: bytes
-
-    @property
-    def by_lane(self) -> bool:
-        return self.headers.get("server") == "Horodate"
-
-
-async def read_response(reader: asyncio.StreamReader) -> Response:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1", status_line
-    headers = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        assert colon, line
-        headers[name.strip().lower()] = value.strip()
-    assert "transfer-encoding" not in headers
-    length = int(headers.get("content-length", "0"))
-    body = await asyncio.wait_for(reader.readexactly(length), DEADLINE_S)
-    return Response(int(status), headers, body)
-
-
 async def read_eof(reader: asyncio.StreamReader) -> bytes:
     """The bytes left until the server closes the connection (it must, within the deadline)."""
     return await asyncio.wait_for(reader.read(), DEADLINE_S)
-
-
-@asynccontextmanager
-async def connect(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), DEADLINE_S)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def exchange(port: int, data: bytes) -> Response:

@@ -42,6 +42,7 @@ from timestamping import Digest, TimeStampQuery, TsaReply, build_request, parse_
 from timestamping.verify import verify_reply, verify_with_openssl
 
 from .conftest import HOST, VirtualClock, feed_agreeing_sources
+from .raw_http import connect, read_response
 
 DEADLINE_S = 10.0  # each exchange here takes milliseconds
 
@@ -177,16 +178,9 @@ def keep_alive(a: Assembled, queries: list[TimeStampQuery]) -> list[Answer]:
 
 
 async def read_answer(a: Assembled, reader: asyncio.StreamReader) -> Answer:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1", status_line
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), DEADLINE_S)
-    return Answer(int(status), headers, body, a.records())
+    """The next answer on a raw connection, and the issuance log as read once it came."""
+    r = await read_response(reader, deadline_s=DEADLINE_S)
+    return Answer(r.status, r.headers, r.body, a.records())
 
 
 def by_the_lane(answer: Answer) -> None:
@@ -219,12 +213,9 @@ async def test_pipelined_requests_are_answered_in_order_each_logged_before_its_r
     appliance: Assembled,
 ) -> None:
     queries = [query(100 + i) for i in range(20)]
-    reader, writer = await asyncio.open_connection(HOST, appliance.port)
-    try:
+    async with connect(appliance.port, deadline_s=DEADLINE_S) as (reader, writer):
         writer.write(b"".join(request_bytes(q) for q in queries))  # all at once
         answers = [await read_answer(appliance, reader) for _ in queries]
-    finally:
-        writer.close()
     gen_times = []
     for q, answer in zip(queries, answers, strict=True):
         by_the_lane(answer)
@@ -275,11 +266,8 @@ async def test_a_request_the_lane_hands_over_gets_a_logged_token_from_the_applic
         b"POST /tsa HTTP/1.1\r\nHost: appliance\r\nContent-Type: application/timestamp-query\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(q.der), q.der)
     )
-    reader, writer = await asyncio.open_connection(HOST, appliance.port)
-    try:
+    async with connect(appliance.port, deadline_s=DEADLINE_S) as (reader, writer):
         writer.write(chunked)
         answer = await read_answer(appliance, reader)
-    finally:
-        writer.close()
     assert answer.status == 200 and "aiohttp" in answer.headers["server"]
     check_token(appliance, q, answer.body, answer.logged)
