@@ -1,21 +1,28 @@
 """The vault's HTTP contract (DESIGN.md, "Vault HTTP"), end to end with a real appliance:
 receipts and tokens, idempotency, isolation, refusals that write nothing, a TSA outage
-and the backlog, checkpoints and proofs, the access journal."""
+and the backlog, checkpoints and proofs, the access journal; and a vault whose background
+loop died still stops cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon import merkle
+from daemon.errors import VaultError
 from daemon.journal import check_chain
 from daemon.note import Verifier, verify_checkpoint
+from daemon.store import Reader
+from daemon.vault import Vault, VaultConfig
+from tests.waiting import eventually
 from timestamping.verify import verify_reply, verify_with_openssl
 
 from .conftest import EXAMPLE, VaultUnderTest, entry_now
@@ -271,3 +278,28 @@ async def test_a_student_is_found_by_ine_and_birth_date(vault: VaultUnderTest) -
     q = "/v1/entries?ine=0123456789M&birth_date=2004-05-17"
     found = await (await vault.client.get(q, headers=vault.headers(token))).json()
     assert [e["index"] for e in found["entries"]] == [0]
+
+
+async def test_stop_logs_a_loop_that_died_and_still_closes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background loop killed by an error it does not expect (a bug, not a VaultError)
+    must not make stop() raise, nor leave the store open."""
+    vault = Vault(VaultConfig(data_dir=tmp_path / "vault", checkpoint_interval_s=0.01))
+    await vault.start()
+
+    def broken(self: Reader) -> None:
+        raise RuntimeError("an unexpected failure in the checkpoint loop")
+
+    monkeypatch.setattr(Reader, "latest_checkpoint", broken)  # the loop's first read
+
+    def checkpoint_loop_ended() -> bool:
+        return "vault-checkpoints" not in {t.get_name() for t in asyncio.all_tasks()}
+
+    await eventually(checkpoint_loop_ended, 10.0, "the checkpoint loop dying")
+    with caplog.at_level(logging.ERROR, logger="horodate.vault"):
+        await vault.stop()
+    [death] = [r for r in caplog.records if r.getMessage() == "vault: vault-checkpoints had failed"]
+    assert death.exc_info is not None and isinstance(death.exc_info[1], RuntimeError)
+    with pytest.raises(VaultError, match="closed"):
+        vault.store.reader().size()
