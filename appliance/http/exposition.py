@@ -1,40 +1,32 @@
-"""Prometheus text exposition (format 0.0.4), written by hand: a handful of gauges,
-counters and one histogram do not need a client library (the tests read it back with
-Prometheus's own parser).
+"""The Prometheus text exposition (format 0.0.4) of the appliance, through prometheus-client.
 
-Each scrape builds a fresh :class:`Exposition` from the appliance's current state, so there
-is no global registry to keep consistent.
+Each scrape builds a fresh :class:`Exposition` from the appliance's current state (the
+workers' tallies added up in the main process, the clock's assessment, the log's
+commits), so there is no global registry to keep consistent: the families are built here
+and prometheus-client's ``generate_latest`` writes them — its escaping, number format and
+``HELP``/``TYPE`` lines, not ours.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
 class Exposition:
-    """Collects metric families and renders them in the text format."""
+    """Collects metric families, then renders them in the text format."""
 
     def __init__(self) -> None:
-        # family name -> its HELP/TYPE header and samples; a family's samples stay together
-        # in the output even when they are added interleaved with others'.
-        self._families: dict[str, list[str]] = {}
+        # family name -> family; a family's samples stay together in the output even when
+        # they are added interleaved with others'.
+        self._families: dict[str, Metric] = {}
 
     def add(
         self,
@@ -48,17 +40,17 @@ class Exposition:
 
         A ``None`` value declares the family but writes no sample (unknown right now).
         """
-        if kind not in ("gauge", "counter"):
+        if kind == "gauge":
+            family = self._families.setdefault(name, GaugeMetricFamily(name, help_text))
+            sample = name
+        elif kind == "counter":
+            # prometheus-client names the family without "_total" and the sample with it
+            family = self._families.setdefault(name, CounterMetricFamily(name, help_text))
+            sample = family.name + "_total"
+        else:
             raise ValueError(f"unsupported metric type {kind!r}")
-        family = self._family(name, kind, help_text)
-        if value is None:
-            return
-        label_text = ""
-        if labels:
-            label_text = (
-                "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items()) + "}"
-            )
-        family.append(f"{name}{label_text} {_format_value(value)}")
+        if value is not None:
+            family.add_sample(sample, dict(labels or {}), value)
 
     def histogram(
         self,
@@ -74,19 +66,25 @@ class Exposition:
         ``_count``."""
         if len(counts) != len(bounds) + 1:
             raise ValueError(f"{name}: {len(bounds)} bounds need {len(bounds) + 1} counts")
-        family = self._family(name, "histogram", help_text)
-        cumulative = 0
+        buckets, cumulative = [], 0
         for bound, count in zip((*bounds, math.inf), counts, strict=True):
             cumulative += count
-            family.append(f'{name}_bucket{{le="{_format_value(bound)}"}} {cumulative}')
-        family.append(f"{name}_sum {_format_value(total)}")
-        family.append(f"{name}_count {cumulative}")
-
-    def _family(self, name: str, kind: str, help_text: str) -> list[str]:
-        family = self._families.get(name)
-        if family is None:
-            family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        return family
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        self._families[name] = HistogramMetricFamily(
+            name, help_text, buckets=buckets, sum_value=total
+        )
 
     def render(self) -> str:
-        return "".join(line + "\n" for family in self._families.values() for line in family)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families(list(self._families.values())))
+        return generate_latest(registry).decode()
+
+
+class _Families:
+    """A collector handing prometheus-client the families of one scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

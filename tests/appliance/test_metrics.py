@@ -16,10 +16,10 @@ def test_a_histogram_is_written_cumulative_with_sum_and_count() -> None:
     e.add("demo_total", "counter", "A counter before it", 3)
     e.histogram("demo_seconds", "Durations", (0.001, 0.5, 2), [4, 0, 1, 2], 7.25)
     text = e.render()
-    assert 'demo_seconds_bucket{le="0.001"} 4\n' in text
-    assert 'demo_seconds_bucket{le="0.5"} 4\n' in text
-    assert 'demo_seconds_bucket{le="2"} 5\n' in text
-    assert 'demo_seconds_bucket{le="+Inf"} 7\n' in text
+    assert 'demo_seconds_bucket{le="0.001"} 4.0\n' in text
+    assert 'demo_seconds_bucket{le="0.5"} 4.0\n' in text
+    assert 'demo_seconds_bucket{le="2.0"} 5.0\n' in text
+    assert 'demo_seconds_bucket{le="+Inf"} 7.0\n' in text
 
     families = {f.name: f for f in text_string_to_metric_families(text)}
     histogram = families["demo_seconds"]
@@ -34,6 +34,19 @@ def test_a_histogram_is_written_cumulative_with_sum_and_count() -> None:
         math.inf,
     ]
     assert families["demo"].samples[0].value == 3  # the counter family is untouched
+
+
+def test_labels_are_escaped_and_a_family_without_a_value_is_declared_only() -> None:
+    e = Exposition()
+    e.add("demo_offset_seconds", "gauge", "Offset", 0.25, {"source": 'gnss "A"\\1'})
+    e.add("demo_unknown", "gauge", "Not known right now", None)
+    e.add("demo_offset_seconds", "gauge", "Offset", -1.5, {"source": "ntp"})
+    families = {f.name: f for f in text_string_to_metric_families(e.render())}
+    offsets = {s.labels["source"]: s.value for s in families["demo_offset_seconds"].samples}
+    assert offsets == {'gnss "A"\\1': 0.25, "ntp": -1.5}
+    assert families["demo_unknown"].type == "gauge" and families["demo_unknown"].samples == []
+    with pytest.raises(ValueError, match="unsupported metric type"):
+        e.add("demo_summary", "summary", "No", 1)
 
 
 def test_a_histogram_needs_one_count_per_bucket_and_one_over() -> None:
