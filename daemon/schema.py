@@ -10,7 +10,8 @@ the triggers: it recomputes everything from the bytes (an attacker can drop a tr
 
 - ``entries``: one row per leaf, dense ``idx`` from 0; ``leaf`` the exact RFC 8785 bytes.
 - ``seals``: the RFC 3161 token of a leaf, written once when it comes (at the append, or
-  later by the sealer); an entry without a row here is pending.
+  later by the sealer); an entry without a row here is pending. ``tsa`` (v6): the URL of
+  the TSA that sealed it.
 - ``nodes``: the hashes of the tree's complete subtrees (level, index), written once.
 - ``checkpoints``: every signed tree head, with its own token over the note's bytes.
 - ``journal``: the access journal, hash-chained (``daemon.journal``).
@@ -29,13 +30,15 @@ the triggers: it recomputes everything from the bytes (an attacker can drop a tr
   default, in years or in days from the end of the session.
 - ``legal_holds`` (v3): holds on an establishment (``lookup`` NULL) or on one student (by
   keyed lookup), suspending the purge; released, never deleted.
+- ``cosignatures`` (v5): the witnesses' cosignature/v1 lines of each checkpoint, as each
+  witness answered (``daemon.witnessing``), append-only.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 6
 
 APPEND_ONLY_TABLES: Final = (
     "entries",
@@ -189,5 +192,27 @@ BEGIN SELECT RAISE(ABORT, 'legal holds are released, never deleted'); END;
 # entry of the establishment.
 _V4: Final = "CREATE INDEX entries_by_kind_time ON entries (establishment, kind, occurred_at);"
 
+# v5: the witnesses' cosignatures of the checkpoints (C2SP tlog-cosignature): per checkpoint
+# size and witness key (name and 4-byte key ID), the line as the witness answered it (no
+# newline), the time it carries (POSIX seconds) and when the vault received it. Append-only
+# like the log (a witness that cosigns the same checkpoint again adds nothing: the first
+# line is kept). ``vault verify`` checks each line against the configured witness keys.
+_V5: Final = """
+CREATE TABLE cosignatures (
+    size INTEGER NOT NULL REFERENCES checkpoints (size),
+    witness TEXT NOT NULL,
+    key_id BLOB NOT NULL,
+    line TEXT NOT NULL,
+    cosigned_at INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (size, witness, key_id)
+);
+""" + append_only_triggers("cosignatures")
+
+# v6: which TSA sealed each entry (its URL, as configured: one appliance per site), so that
+# an outage of one site's appliance shows in the log, and `vault verify` can say which TSA's
+# roots a token chains to. NULL for the seals of earlier versions (one TSA then).
+_V6: Final = "ALTER TABLE seals ADD COLUMN tsa TEXT;"
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (n = 0: an empty file).
-MIGRATIONS: Final = (_v1(), _V2, _V3, _V4)
+MIGRATIONS: Final = (_v1(), _V2, _V3, _V4, _V5, _V6)

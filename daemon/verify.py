@@ -16,10 +16,17 @@ write the file can drop them):
    the entry's leaf hash) and its ``gen_time`` column is the token's.
 5. **sessions** and **idempotency** rows point at entries that exist and say what they say.
 6. **the access journal**: the hash chain, from the first record to the last.
+7. **the witnesses' cosignatures**, given their keys (``--witness-vkey``, or the
+   configuration's ``[[vault.witnesses]]``): each stored line of those witnesses verifies
+   over its checkpoint (a bad one is named and fails); which checkpoints meet the quorum;
+   none meeting it fails — the log's history is then witnessed by no one
+   (:mod:`daemon.witnessing.checking`).
 
 What it cannot prove: that nothing was withheld before being deposited; nor, alone, that a
 whole database was not rebuilt by someone holding the vault's signing key and able to get
-fresh tokens — that needs a checkpoint held elsewhere (an auditor's bundle, a witness).
+fresh tokens — that needs a checkpoint held elsewhere (an auditor's bundle, a witness):
+with the witnesses' keys, a rebuilt history lacks their cosignatures (or carries lines that
+no longer verify); entries after the latest witnessed checkpoint are reported as such.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ from daemon.leaf import LEAF_FORMAT, canonical, open_leaf, student_lookup
 from daemon.note import Checkpoint, NoteError, Verifier, open_note
 from daemon.retention.purge import ACTION as PURGE_ACTION
 from daemon.retention.rules import parse_ranges
-from daemon.store import DB_NAME
+from daemon.store import DB_NAME, Reader
+from daemon.witnessing.checking import check_stored
+from daemon.witnessing.policy import Policy, WitnessingError
 from timestamping.errors import TimestampingError
 from timestamping.reply import parse_reply
 from timestamping.verify import verify_reply
@@ -63,6 +72,9 @@ class VerifyReport:
     checkpoints: int = 0
     checkpoints_time_stamped: int = 0
     journal_records: int = 0
+    cosignatures: int = 0  # the witnesses' cosignatures verified
+    witnessed: list[int] = field(default_factory=list)  # checkpoint sizes meeting the policy
+    witness_policy: str | None = None  # "Q of N witnesses"; None: no witness key given
     warnings: list[str] = field(default_factory=list)
     failure: str | None = None
 
@@ -80,12 +92,26 @@ class VerifyReport:
             f"tokens: {self.sealed + self.checkpoints_time_stamped} verified "
             "(signature, chain at genTime, imprint)",
             f"access journal: {self.journal_records} records, hash chain intact",
-        ]
+        ] + (
+            []
+            if self.witness_policy is None
+            else [
+                f"witnesses: {self.cosignatures} cosignatures verified; {len(self.witnessed)} "
+                f"of {self.checkpoints} checkpoints meet the policy ({self.witness_policy}), "
+                f"the latest of size {self.witnessed[-1] if self.witnessed else '-'}"
+            ]
+        )
 
 
 def verify_vault(
-    data_dir: Path, *, ca_pem: bytes | None = None, progress: Callable[[str], None] | None = None
+    data_dir: Path,
+    *,
+    ca_pem: bytes | None = None,
+    progress: Callable[[str], None] | None = None,
+    witnesses: Policy | None = None,
 ) -> VerifyReport:
+    """``witnesses``: the witness keys and quorum the stored cosignatures are checked
+    against (None: they are not checked, and a note says so)."""
     report = VerifyReport()
     path = data_dir / DB_NAME
     try:
@@ -109,6 +135,7 @@ def verify_vault(
             else:
                 report.warnings.append("no lookup key: the students' lookups are not checked")
             _Check(conn, ca_pem, verifier, report, progress or (lambda _: None), secret).run()
+            _witnessed(conn, witnesses, report)
         finally:
             conn.close()
     except (Broken, NoteError) as e:
@@ -313,8 +340,8 @@ class _Check:
 
     def seals(self) -> None:
         sealed = set()
-        for idx, token, gen_time, _sealed_at in self.conn.execute(
-            "SELECT * FROM seals ORDER BY idx"
+        for idx, token, gen_time in self.conn.execute(
+            "SELECT idx, token, gen_time FROM seals ORDER BY idx"
         ):
             if idx not in self.leaves:
                 raise Broken(f"seal {idx}: no such entry")
@@ -408,6 +435,46 @@ class _Check:
             raise Broken(str(e)) from None
         self.report.journal_records = len(rows)
         self.promises([json.loads(r[1]) for r in rows])
+
+
+def _witnessed(conn: sqlite3.Connection, policy: Policy | None, report: VerifyReport) -> None:
+    """Step 7: the stored cosignatures against the witness keys given (see the module)."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cosignatures'"
+    ).fetchone()
+    try:
+        found = check_stored(Reader(conn), policy or Policy()) if has_table else None
+    except WitnessingError as e:
+        raise Broken(str(e)) from None
+    if policy is None or not policy.verifiers:
+        if found is not None and found.unchecked:
+            report.warnings.append(
+                f"{found.unchecked} witness cosignatures not checked: give the witnesses' keys "
+                "(--witness-vkey, or [[vault.witnesses]] in --config)"
+            )
+        return
+    report.witness_policy = f"{policy.quorum} of {len(policy.verifiers)} witnesses"
+    if found is None:
+        found_sizes: list[int] = []
+    else:
+        found_sizes = found.witnessed
+        report.cosignatures = sum(found.verified.values())
+        if found.unchecked:
+            report.warnings.append(
+                f"{found.unchecked} cosignatures of other witnesses than those given: unchecked"
+            )
+    report.witnessed = found_sizes
+    if report.checkpoints and not found_sizes:
+        raise Broken(
+            f"witnesses: no checkpoint has the cosignatures the policy asks "
+            f"({report.witness_policy}): the log's history is witnessed by no one"
+        )
+    latest = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()[0]
+    if found_sizes and latest is not None and found_sizes[-1] < latest:
+        report.warnings.append(
+            f"entries from {found_sizes[-1]} on are in no witnessed checkpoint yet (the latest "
+            f"witnessed has size {found_sizes[-1]}, the latest checkpoint {latest})"
+        )
 
 
 _DESTROYED = re.compile(r"entries ([0-9,-]+) \(")

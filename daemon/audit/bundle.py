@@ -4,10 +4,14 @@
     disclosures/<i>.json    what opens the leaf's commitments (the data and the salts)
     tokens/<i>.tsr          the RFC 3161 reply over SHA-256(0x00 ‖ leaf)
     proofs/<i>.tlog-proof   C2SP tlog-proof: the inclusion proof and the checkpoint
-    checkpoint.txt          the signed checkpoint (C2SP tlog-checkpoint); checkpoint.tsr
-                            its own token, over the note's SHA-256
+    checkpoint.txt          the signed checkpoint (C2SP tlog-checkpoint), cosigned: the
+                            vault's signature line, then its witnesses' cosignature/v1
+                            lines; checkpoint.tsr its own token, over the SHA-256 of the
+                            note as the vault signed it (the text and its signature line)
     vault.vkey, vault.pem   the vault's signed-note verifier key, and the same Ed25519 key
                             as PEM for ``openssl pkeyutl``
+    witnesses.vkey          the vault's witnesses' cosignature/v1 keys (when it has some),
+    witnesses/<id>.pem      and each as PEM
     certs/ca.pem            the roots (and intermediates) the tokens chain to
     certs/tsa.pem           the TSA certificates the tokens carry
     report.json, report.pdf the facts and the controls, for programs and for people
@@ -19,6 +23,7 @@ Only the entries in scope are in the bundle, and only theirs are disclosed.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import hashlib
@@ -44,6 +49,9 @@ from daemon.keys import VaultKeys
 from daemon.leaf import canonical, open_leaf
 from daemon.note import Checkpoint
 from daemon.store import CheckpointRow, EntryRow, Reader, node_lookup
+from daemon.witnessing.cosignatures import best_covering
+from daemon.witnessing.cosignatures import cosigned as cosigned_checkpoint
+from daemon.witnessing.policy import Policy
 from timestamping.reply import read_stored_token
 
 BUNDLE_FORMAT: Final = "horodate/audit/v1"
@@ -118,23 +126,28 @@ def build_bundle(
     ca_pem: bytes,
     now: dt.datetime,
     render_pdf: Callable[[dict[str, Any], str], bytes] | None = None,
+    witnesses: Policy | None = None,
 ) -> Bundle:
     """The bundle for ``request``, from what ``reader`` holds now.
 
     ``render_pdf(report, language)`` sets (and signs) ``report.pdf``; raises
     :class:`ScopeError` when nothing is in scope, :class:`NotYetProvable` when the latest
-    checkpoint does not cover every entry in scope yet.
+    checkpoint does not cover every entry in scope yet. With ``witnesses`` (the vault's
+    policy), the entries are proven against the latest covering checkpoint that meets it
+    (else the most cosigned one), carried cosigned, with the witnesses' keys.
     """
     scope = request.scope
     indices = select(reader, scope, keys.lookup_secret)
     if not indices:
         raise ScopeError(f"no entry of {scope.establishment} in this scope")
-    cp = reader.latest_checkpoint()
-    if cp is None or indices[-1] >= cp.size:
+    policy = witnesses or Policy()
+    cp = best_covering(reader, policy, indices[-1] + 1)
+    if cp is None:
         raise NotYetProvable(
             f"entry {indices[-1]} is not in a checkpoint yet (the vault makes one every few "
             "seconds): ask again in a moment"
         )
+    note, cosigned = cosigned_checkpoint(reader, policy, cp)  # the vault's note, cosigned
     files: dict[str, bytes] = {}
     items: list[Item] = []
     sealed: dict[int, Sealed] = {}
@@ -165,14 +178,17 @@ def build_bundle(
             )
             tsa_certs.update(dict.fromkeys(token.certificates))
         proof = TlogProof(
-            index=idx, hashes=tuple(merkle.inclusion_proof(idx, cp.size, node)), checkpoint=cp.note
+            index=idx, hashes=tuple(merkle.inclusion_proof(idx, cp.size, node)), checkpoint=note
         )
         files[f"proofs/{idx}.tlog-proof"] = proof.text().encode()
         items.append(Item(index=idx, entry=entry, gen_time=gen_time))
-    files.update(_log_files(cp, keys, ca_pem, tsa_certs))
+    files.update(_log_files(cp, note, keys, ca_pem, tsa_certs))
+    files.update(_witness_files(policy))
     findings = run_controls(items, **_control_context(reader, scope, items))
     rows, totals = half_days(items, sealed)
     report = _report(request, cp, items, leaf_hashes, sealed, rows, totals, findings, keys, now)
+    if policy.verifiers:
+        report["witnessing"] = cosigned.to_json()
     files["report.json"] = (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode()
     if render_pdf is not None:
         files["report.pdf"] = render_pdf(report, request.language)
@@ -192,11 +208,11 @@ def build_bundle(
 
 
 def _log_files(
-    cp: CheckpointRow, keys: VaultKeys, ca_pem: bytes, tsa_certs: dict[bytes, None]
+    cp: CheckpointRow, note: str, keys: VaultKeys, ca_pem: bytes, tsa_certs: dict[bytes, None]
 ) -> dict[str, bytes]:
     from cryptography import x509
 
-    files = {"checkpoint.txt": cp.note.encode()}
+    files = {"checkpoint.txt": note.encode()}  # checkpoint.tsr is over cp.note, without them
     if cp.token is not None:
         files["checkpoint.tsr"] = cp.token
     verifier = keys.signer.verifier()
@@ -207,6 +223,21 @@ def _log_files(
     files["certs/tsa.pem"] = b"".join(
         x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM) for der in tsa_certs
     )
+    return files
+
+
+def _witness_files(policy: Policy) -> dict[str, bytes]:
+    """The vault's witnesses, as it is configured: ``witnesses.vkey`` (one cosignature/v1
+    vkey a line) and each key as PEM for ``openssl pkeyutl``, ``witnesses/<key ID>.pem``."""
+    if not policy.verifiers:
+        return {}
+    files = {"witnesses.vkey": "".join(v.key_string() + "\n" for v in policy.verifiers).encode()}
+    for v in policy.verifiers:
+        _, hex_id, b64 = v.key_string().split("+", 2)
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(b64)[1:])
+        files[f"witnesses/{hex_id}.pem"] = public.public_bytes(
+            Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+        )
     return files
 
 

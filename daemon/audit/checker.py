@@ -4,6 +4,7 @@
 Usage, dans le dossier où la piste a été décompressée (ou en lui donnant le zip) :
 
     python3 check.py [PISTE.zip | DOSSIER] [--ca RACINES.pem] [--vkey vault.vkey]
+                     [--witness-vkey CLÉ_DU_TÉMOIN ...] [--witness-quorum N]
 
 Ce fichier est livré dans la piste pour que l'auditeur le lise : il n'importe que la
 bibliothèque standard et appelle ``openssl`` pour les jetons RFC 3161 et la signature
@@ -16,12 +17,17 @@ Ed25519 du point de contrôle. Il vérifie, pour chaque entrée :
    avec ``openssl ts -verify`` jusqu'aux racines données ;
 4. que la preuve d'inclusion (proofs/N.tlog-proof, RFC 9162) mène à la racine du point de
    contrôle, et que ce point de contrôle est celui de checkpoint.txt ;
-puis que checkpoint.txt est signé par la clé du coffre (``openssl pkeyutl``) et que
-report.json décrit exactement ces entrées. Code de sortie 0 seulement si tout est bon.
+puis que checkpoint.txt est signé par la clé du coffre (``openssl pkeyutl``), que ses
+cosignatures de témoins (C2SP tlog-cosignature, cosignature/v1) se vérifient et atteignent
+le quorum demandé, et que report.json décrit exactement ces entrées. Code de sortie 0
+seulement si tout est bon.
 
 Sans ``--ca``, les racines sont celles de la piste (certs/ca.pem) : cela prouve la
 cohérence de la piste, pas l'identité de l'horodateur. Donnez les racines publiées par
-l'autorité d'horodatage pour le prouver ; de même ``--vkey`` pour la clé du coffre.
+l'autorité d'horodatage pour le prouver ; de même ``--vkey`` pour la clé du coffre, et
+``--witness-vkey`` (une par témoin, publiée par l'exploitant du témoin) pour les témoins :
+avec elles, un point de contrôle sans les cosignatures du quorum est refusé — c'est ce qui
+trahirait un historique réécrit (une « bifurcation ») par qui détient la clé du coffre.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 LEAF_FORMAT = "horodate/entry/v1"
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
@@ -201,18 +208,69 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
-def check_checkpoint(b: Bundle, vkey: str, tmp: Path) -> tuple[int, bytes]:
+def signature_lines(note: str) -> tuple[str, list[str]]:
+    """Le texte de la note et ses lignes de signature, telles quelles."""
+    split = note.rfind("\n\n")
+    return note[: split + 1], note[split + 2 :].split("\n")[:-1]
+
+
+def read_vkey(vkey: str, key_type: int, what: str, kind: str) -> tuple[str, bytes, bytes]:
+    """(nom, identifiant, clé Ed25519) d'une clé de vérification
+    ``<nom>+<id hex>+base64(type ‖ clé)`` (C2SP signed-note) du type attendu."""
     name, _, rest = vkey.strip().partition("+")
     key_id_hex, _, key_b64 = rest.partition("+")
     raw = base64.b64decode(key_b64, validate=True)
-    if len(raw) != 33 or raw[0] != 0x01:
-        raise Failed("vault.vkey n'est pas une clé Ed25519 de note signée")
+    if len(raw) != 33 or raw[0] != key_type:
+        raise Failed(f"{what} n'est pas {kind} (type 0x{key_type:02x})")
     key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
     if key_id.hex() != key_id_hex:
-        raise Failed("vault.vkey : l'identifiant de clé ne correspond pas à la clé")
-    pem = tmp / "vault.pem"
-    body = base64.b64encode(ED25519_SPKI + raw[1:]).decode()
-    pem.write_text(f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n")
+        raise Failed(f"{what} : l'identifiant de clé ne correspond pas à la clé")
+    return name, key_id, raw[1:]
+
+
+def pem_of(raw_key: bytes, path: Path) -> Path:
+    body = base64.b64encode(ED25519_SPKI + raw_key).decode()
+    path.write_text(f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n")
+    return path
+
+
+def ed25519_verify(pem: Path, message: bytes, signature: bytes, tmp: Path) -> bool:
+    (tmp / "msg").write_bytes(message)
+    (tmp / "msg.sig").write_bytes(signature)
+    r = openssl("pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
+                "-in", str(tmp / "msg"), "-sigfile", str(tmp / "msg.sig"))  # fmt: skip
+    return r.returncode == 0 and "Signature Verified Successfully" in r.stdout
+
+
+def check_witnesses(
+    text: str, lines: list[str], vkeys: list[str], tmp: Path
+) -> tuple[list[str], list[str]]:
+    """(les témoins dont la cosignature vérifie, les échecs). C2SP tlog-cosignature : la
+    ligne est « — <nom> base64(id ‖ horodatage sur 8 octets ‖ signature Ed25519) », l'id
+    SHA-256(nom ‖ 0x0A ‖ 0x04 ‖ clé)[:4], la signature porte sur « cosignature/v1\\n »,
+    « time <horodatage>\\n » puis le texte du point de contrôle."""
+    good: list[str] = []
+    bad: list[str] = []
+    for vkey in vkeys:
+        name, key_id, key = read_vkey(vkey, 0x04, f"{vkey[:60]!r}", "une clé de témoin")
+        pem = pem_of(key, tmp / f"witness-{key_id.hex()}.pem")
+        for line in lines:
+            who, _, b64 = line[len(DASH) :].partition(" ")
+            sig = base64.b64decode(b64, validate=True)
+            if who != name or sig[:4] != key_id:
+                continue
+            t = int.from_bytes(sig[4:12], "big")
+            message = b"cosignature/v1\ntime %d\n" % t + text.encode()
+            if len(sig) != 76 or not ed25519_verify(pem, message, sig[12:], tmp):
+                bad.append(f"la cosignature du témoin {name} est fausse")
+            elif name not in good:
+                good.append(name)
+    return good, bad
+
+
+def check_checkpoint(b: Bundle, vkey: str, tmp: Path) -> tuple[int, bytes]:
+    name, key_id, key = read_vkey(vkey, 0x01, "vault.vkey", "une clé Ed25519 de note signée")
+    pem = pem_of(key, tmp / "vault.pem")
     note = b.get("checkpoint.txt").decode("utf-8")
     origin, size, root, text, sigs = parse_checkpoint(note)
     if origin != name:
@@ -220,15 +278,18 @@ def check_checkpoint(b: Bundle, vkey: str, tmp: Path) -> tuple[int, bytes]:
     mine = [s for n, s in sigs if n == name and s[:4] == key_id]
     if not mine:
         raise Failed("checkpoint.txt n'est pas signé par la clé du coffre")
-    (tmp / "body").write_bytes(text.encode())
-    (tmp / "sig").write_bytes(mine[0][4:])
-    r = openssl("pkeyutl", "-verify", "-pubin", "-inkey", str(pem), "-rawin",
-                "-in", str(tmp / "body"), "-sigfile", str(tmp / "sig"))  # fmt: skip
-    if r.returncode != 0 or "Signature Verified Successfully" not in r.stdout:
-        raise Failed(
-            f"la signature du point de contrôle est fausse ({(r.stdout + r.stderr).strip()})"
-        )
+    if not ed25519_verify(pem, text.encode(), mine[0][4:], tmp):
+        raise Failed("la signature du point de contrôle est fausse (openssl pkeyutl -verify)")
     return size, root
+
+
+def signed_by_vault(note: str, vkey: str) -> bytes:
+    """La note telle que le coffre l'a signée (son texte et sa ligne de signature, sans
+    les cosignatures des témoins) : ce que checkpoint.tsr horodate."""
+    name = vkey.strip().partition("+")[0]
+    text, lines = signature_lines(note)
+    mine = [x for x in lines if x.startswith(f"{DASH}{name} ")]
+    return (text + "\n" + "".join(x + "\n" for x in mine)).encode()
 
 
 def check_token(
@@ -293,11 +354,45 @@ def check_entry(b: Bundle, idx: int, size: int, root: bytes, note: str) -> bytes
     return h
 
 
+def check_witness_quorum(
+    b: Bundle, note: str, vkeys: list[str], quorum: int | None, say: Any, tmp: Path
+) -> None:
+    """Les cosignatures des témoins : avec --witness-vkey (ou --witness-quorum), le quorum
+    est exigé ; avec les seules clés de la piste (witnesses.vkey), il est signalé."""
+    explicit = bool(vkeys) or quorum is not None
+    keys = vkeys or [k for k in b.files.get("witnesses.vkey", b"").decode().splitlines() if k]
+    text, lines = signature_lines(note)
+    if not keys:
+        if len(lines) > 1:
+            print("NOTE   des cosignatures de témoins, non vérifiées : donnez --witness-vkey")
+        return
+    good, bad = check_witnesses(text, lines, keys, tmp)
+    for why in bad:
+        say(False, why)
+    need = quorum if quorum is not None else max(1, (len(keys) + 1) // 2)
+    said = (
+        f"point de contrôle cosigné par {len(good)} témoin(s) sur {len(keys)} "
+        f"({', '.join(good) or 'aucun'}) ; le quorum est {need}"
+    )
+    if len(good) >= need:
+        say(True, said)
+    elif explicit:
+        say(False, said + " : ce point de contrôle n'est pas témoigné")
+    else:
+        print("NOTE   " + said + " (clés des témoins prises dans la piste)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Vérifie une piste d'audit Horodate.")
     ap.add_argument("bundle", nargs="?", default=".", type=Path)
     ap.add_argument("--ca", type=Path, help="les racines de l'horodateur (défaut : certs/ca.pem)")
     ap.add_argument("--vkey", type=Path, help="la clé du coffre (défaut : vault.vkey)")
+    ap.add_argument("--witness-vkey", action="append", default=[],
+                    help="la clé d'un témoin (cosignature/v1), autant de fois que de témoins "
+                         "(défaut : witnesses.vkey de la piste)")  # fmt: skip
+    ap.add_argument("--witness-quorum", type=int,
+                    help="combien de ces témoins doivent avoir cosigné (défaut : la moitié, "
+                         "arrondie au-dessus)")  # fmt: skip
     args = ap.parse_args(argv)
     ok = True
 
@@ -324,14 +419,15 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 True, f"point de contrôle signé par le coffre : {size} entrées, racine {root.hex()}"
             )
+            note = b.files["checkpoint.txt"].decode("utf-8")
             if "checkpoint.tsr" in b.files:
-                digest = hashlib.sha256(b.files["checkpoint.txt"]).digest()
+                digest = hashlib.sha256(signed_by_vault(note, vkey)).digest()
                 check_token("checkpoint.tsr", b.files["checkpoint.tsr"], digest, ca, untrusted, tmp)
                 say(True, "point de contrôle horodaté (openssl ts -verify)")
+            check_witness_quorum(b, note, args.witness_vkey, args.witness_quorum, say, tmp)
         except (Failed, ValueError) as e:
             say(False, str(e))
             return 1
-        note = b.files["checkpoint.txt"].decode("utf-8")
         indices = sorted(int(n[8:-4]) for n in b.files if re.fullmatch(r"entries/[0-9]+\.bin", n))
         hashes: dict[int, bytes] = {}
         for idx in indices:

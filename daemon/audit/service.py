@@ -164,7 +164,10 @@ async def _covered(vault: Vault, build: Callable[[], T]) -> T:
     needed, and once more if an entry in scope came meanwhile)."""
     latest = vault.store.reader().latest_checkpoint()
     if latest is None or latest.size < vault.sequencer.size:
-        await vault.make_checkpoint()
+        latest = await vault.make_checkpoint()
+    # the witnesses' cosignatures of it, if they come within their timeout: the trail
+    # carries the latest checkpoint that counts (daemon.witnessing.cosignatures.best_covering)
+    await vault.witnessing.wait_witnessed(latest.size, vault.config.witnessing.timeout_s)
     try:
         return await vault.read_in_thread(build)
     except NotYetProvable:  # appended meanwhile and in scope: one more checkpoint covers it
@@ -180,7 +183,8 @@ def _bundle_builder(vault: Vault) -> Callable[[AuditRequest], Bundle]:
 
     def build(request: AuditRequest) -> Bundle:
         return build_bundle(vault.store.reader(), vault.keys, request, ca_pem=vault.ca_pem(),
-                            now=utc_now(), render_pdf=pdf)  # fmt: skip
+                            now=utc_now(), render_pdf=pdf,
+                            witnesses=vault.witnessing.policy)  # fmt: skip
 
     return build
 

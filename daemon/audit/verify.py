@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from daemon.audit.tlog_proof import TlogProof
 from daemon.errors import VaultError
 from daemon.leaf import open_leaf
 from daemon.note import Verifier, verify_checkpoint
+from daemon.witnessing.policy import Policy, WitnessingError, split_cosigned
 from timestamping.errors import TimestampingError
 from timestamping.verify import verify_reply
 
@@ -38,6 +39,7 @@ class BundleReport:
     checks: list[tuple[bool, str]] = field(default_factory=list)
     entries: int = 0
     pending: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -57,10 +59,14 @@ def verify_bundle(
     *,
     ca_pem: bytes | None = None,
     vkey: str | None = None,
+    witness_vkeys: Sequence[str] = (),
+    witness_quorum: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     processes: int | None = 1,
 ) -> BundleReport:
     """Check a bundle (the zip's bytes); ``ca_pem``/``vkey`` replace the bundle's own.
+    ``witness_vkeys``/``witness_quorum``: the witnesses whose cosignatures the checkpoint
+    must carry, and how many (see :func:`_witnesses`).
     ``processes`` > 1 checks the entries in that many forked processes (the tokens'
     signatures are most of the time); None: one per CPU for a bundle of at least
     :data:`PARALLEL_FROM` entries (the command line's default)."""
@@ -77,13 +83,15 @@ def verify_bundle(
         note = files["checkpoint.txt"].decode()
         checkpoint = verify_checkpoint(note, verifier)
         out.add(True, f"checkpoint.txt: signed by {verifier.name}, size {checkpoint.size}")
+        text, signed, cosignatures = split_cosigned(note, verifier)
         if "checkpoint.tsr" in files:
             verify_reply(
                 files["checkpoint.tsr"],
-                message_imprint=hashlib.sha256(files["checkpoint.txt"]).digest(),
+                message_imprint=hashlib.sha256(signed.encode()).digest(),
                 ca_pem=ca,
             )
             out.add(True, "checkpoint.tsr: the checkpoint's token verifies")
+        _witnesses(files, text, cosignatures, witness_vkeys, witness_quorum, out)
     except KeyError as e:
         out.add(False, f"{e.args[0]} is missing")
         return out
@@ -114,6 +122,58 @@ def verify_bundle(
     )
     _report_matches(files, hashes, out)
     return out
+
+
+def _witnesses(
+    files: dict[str, bytes],
+    text: str,
+    lines: list[str],
+    vkeys: Sequence[str],
+    quorum: int | None,
+    out: BundleReport,
+) -> None:
+    """The witnesses' cosignatures on checkpoint.txt. Given keys (``--witness-vkey``, or
+    ``--witness-quorum`` alone with the bundle's ``witnesses.vkey``), the checkpoint must
+    carry the quorum's cosignatures: a forked or rolled-back log's checkpoint does not. With
+    the bundle's own keys only, each cosignature is checked and a short quorum is a note
+    (the bundle's keys prove its consistency, not who witnessed it). A line that claims a
+    witness's key and does not verify always fails."""
+    explicit = bool(vkeys) or quorum is not None
+    keys = list(vkeys) or [
+        k for k in files.get("witnesses.vkey", b"").decode().splitlines() if k.strip()
+    ]
+    if not keys:
+        if lines:
+            out.notes.append(
+                f"checkpoint.txt carries {len(lines)} cosignature line(s), not checked: give "
+                "the witnesses' keys (--witness-vkey)"
+            )
+        return
+    try:
+        policy = Policy.of(keys, quorum)
+        result = policy.check(text, lines)
+    except WitnessingError as e:
+        out.add(False, f"checkpoint.txt: {e}")
+        return
+    for bad in result.bad:
+        out.add(False, f"checkpoint.txt: {bad}")
+    if result.bad:
+        return
+    said = (
+        f"cosigned by {len(result.cosignatures)} of {len(policy.verifiers)} witnesses "
+        f"({', '.join(result.by) or 'none'}); the policy asks {policy.quorum}"
+    )
+    if result.meets_policy:
+        out.add(True, f"checkpoint.txt: {said}")
+    elif explicit:
+        out.add(False, f"checkpoint.txt: {said}: not a witnessed checkpoint")
+    else:
+        out.notes.append(f"checkpoint.txt: {said} (the bundle's witnesses.vkey)")
+    if not explicit:
+        out.notes.append(
+            "witness keys taken from the bundle (witnesses.vkey): give the witnesses' "
+            "published keys with --witness-vkey to prove who witnessed it"
+        )
 
 
 def _sums(files: dict[str, bytes], out: BundleReport) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from horodate.commands.vault import DEFAULT_TSA
 from horodate.commands.vault_settings import DEFAULT_DATA_DIR
 
+_CONFIG_HELP = "the vault's TOML configuration: its witnesses (the trail carries their keys)"
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tools = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     create = tools.add_parser("create", help="write the audit trail of one scope to a zip")
     create.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the vault's data")
+    create.add_argument("--config", type=Path, help=_CONFIG_HELP)
     create.add_argument("--establishment", required=True, metavar="CODE")
     who = create.add_mutually_exclusive_group(required=True)
     who.add_argument("--ine", help="a student, with --birth-date")
@@ -51,6 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "trail attached to the PDF and referenced by its SHA-256; signed like report.pdf.",
     )
     cert.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the vault's data")
+    cert.add_argument("--config", type=Path, help=_CONFIG_HELP)
     cert.add_argument("--establishment", required=True, metavar="CODE")
     cert.add_argument("--ine", required=True, help="the trainee, with --birth-date")
     cert.add_argument("--birth-date", required=True, metavar="YYYY-MM-DD")
@@ -85,6 +89,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     verify.add_argument(
         "--vkey", type=Path, help="the vault's verifier key (default: the bundle's)"
+    )
+    verify.add_argument(
+        "--witness-vkey",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's cosignature/v1 verifier key, as its operator publishes it "
+        "(repeatable): the checkpoint must carry the quorum's cosignatures",
+    )
+    verify.add_argument(
+        "--witness-quorum",
+        type=int,
+        metavar="N",
+        help="how many of those witnesses must have cosigned (default: half, rounded up)",
     )
     verify.add_argument(
         "--processes",
@@ -137,12 +155,15 @@ def _produce(args: argparse.Namespace, what: str, make: Any) -> int:
     from daemon.errors import VaultError
     from daemon.keys import load_existing
     from daemon.store import Store
+    from daemon.witnessing import from_table
+    from horodate.commands.vault_settings import load_vault_table
 
     try:
         keys = load_existing(args.data_dir / "keys")
         ca_path = args.tsa_ca or args.data_dir / "keys" / "tsa-ca.pem"
         ca_pem = ca_path.read_bytes()
         tsa = args.tsa or [DEFAULT_TSA]
+        witnesses = from_table(load_vault_table(args.config)).policy
         store = Store.open(args.data_dir)
         try:
             _cover_with_a_checkpoint(store, keys)
@@ -150,15 +171,16 @@ def _produce(args: argparse.Namespace, what: str, make: Any) -> int:
 
             def build(request: Any) -> Any:
                 return build_bundle(
-                    store.reader(), keys, request, ca_pem=ca_pem, now=utc_now(), render_pdf=pdf
-                )
+                    store.reader(), keys, request, ca_pem=ca_pem, now=utc_now(), render_pdf=pdf,
+                    witnesses=witnesses,
+                )  # fmt: skip
 
             request, bundle, document = make(keys, tsa, build)
             args.output.write_bytes(document)
             _journal(store, keys, request, bundle.sha256, bundle.entries, what)
         finally:
             store.close()
-    except (VaultError, OSError) as e:
+    except (VaultError, OSError, ValueError) as e:  # ValueError: a malformed --config
         print(f"horodate audit {args.audit_command}: {e}", file=sys.stderr)
         return 1
     print(
@@ -249,9 +271,12 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"  … {done}/{total} entries checked", file=sys.stderr, flush=True)
 
     report = verify_bundle(data, ca_pem=ca, vkey=vkey, progress=progress,
+                           witness_vkeys=args.witness_vkey, witness_quorum=args.witness_quorum,
                            processes=args.processes)  # fmt: skip
     for good, what in report.checks:
         print(("ok    " if good else "FAIL  ") + what)
+    for note in report.notes:
+        print(f"note  {note}")
     if report.pending:
         print(f"note  {len(report.pending)} entries not sealed yet: {report.pending[:20]}")
     if ca is None:
