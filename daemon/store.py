@@ -66,6 +66,7 @@ class SealRow:
     token: bytes  # DER TimeStampResp
     gen_time: str
     sealed_at: str
+    tsa: str | None = None  # the URL of the TSA that sealed it (v6; NULL before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,18 @@ class Reader:
     def node(self, level: int, idx: int) -> bytes | None:
         row = self._one("SELECT hash FROM nodes WHERE level = ? AND idx = ?", level, idx)
         return None if row is None else bytes(row[0])
+
+    def nodes(self, level: int, start: int, end: int) -> list[bytes]:
+        """The stored nodes of one level from index ``start`` to ``end`` (excluded), in
+        order, in one range read (a C2SP tile, :mod:`daemon.tiles`); those not stored are
+        missing from the list."""
+        rows = self._all(
+            "SELECT hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            level,
+            start,
+            end,
+        )
+        return [bytes(r[0]) for r in rows]
 
     def entry(self, idx: int) -> EntryRow | None:
         row = self._one("SELECT * FROM entries WHERE idx = ?", idx)
@@ -332,7 +345,10 @@ class Writer(Reader):
         )  # fmt: skip
 
     def add_seal(self, r: SealRow) -> None:
-        self._run("INSERT INTO seals VALUES (?, ?, ?, ?)", r.idx, r.token, r.gen_time, r.sealed_at)
+        self._run(
+            "INSERT INTO seals (idx, token, gen_time, sealed_at, tsa) VALUES (?, ?, ?, ?, ?)",
+            *(r.idx, r.token, r.gen_time, r.sealed_at, r.tsa),
+        )
 
     def add_node(self, level: int, idx: int, hash_: bytes) -> None:
         self._run("INSERT INTO nodes VALUES (?, ?, ?)", level, idx, hash_)
