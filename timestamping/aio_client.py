@@ -4,15 +4,20 @@ The vault seals every entry with a token from the appliance, on the append's pat
 client keeps its connections open (one ``aiohttp.ClientSession``, a bounded pool), gives
 every attempt a deadline, retries an unreachable TSA with exponential back-off, and moves
 on to the next configured TSA when one is down. A TSA that *answers* a refusal
-(``timeNotAvailable``…) is not retried here: the caller decides (the vault keeps the entry
+(``timeNotAvailable``: its clock cannot prove the time) or a token that does not verify is
+not retried, but the next TSA is asked: with one appliance per site, the outage of one
+costs no seal. When every TSA failed, the caller decides (the vault keeps the entry
 pending and its sealer tries again later).
 
 Every token is checked before it is handed back: it answers this request (imprint, nonce,
-the certificate asked for: RFC 3161 §2.4.2) and it verifies against the configured roots
+the certificate asked for: RFC 3161 §2.4.2) and it verifies against *that TSA's* roots
 (signature, chain at genTime, the critical timeStamping EKU) — a token that does not is
-never stored. Parsing and verifying a token costs milliseconds of CPU (benchmarks/RESULTS.md); with
-``ClientPolicy.verify_processes`` it runs in that many processes beside the event loop, which
-meanwhile serves other requests.
+never stored. Each TSA may have roots of its own (one PKI per site): a token from one site
+is not accepted because it chains to the other's CA.
+
+Parsing and verifying a token costs milliseconds of CPU (benchmarks/RESULTS.md); with
+``ClientPolicy.verify_processes`` it runs in that many processes beside the event loop,
+which meanwhile serves other requests.
 """
 
 from __future__ import annotations
@@ -59,22 +64,29 @@ class ClientPolicy:
 
 
 class AsyncTsaClient:
-    """Ask one of ``urls`` for a token over ``imprint`` (SHA-256), verified against ``ca_pem``.
+    """Ask one of ``urls`` for a token over ``imprint`` (SHA-256), verified against its roots.
 
+    ``ca_pem`` is the roots of every TSA (one PEM), or one PEM per URL, in the same order.
     Use as ``async with AsyncTsaClient(urls, ca_pem) as tsa: seal = await tsa.seal(h)``.
     """
 
     def __init__(
         self,
         urls: Sequence[str],
-        ca_pem: bytes,
+        ca_pem: bytes | Sequence[bytes],
         *,
         policy: ClientPolicy | None = None,
     ) -> None:
         if not urls:
             raise TimestampingError("no TSA configured")
         self.urls = tuple(urls)
-        self.ca_pem = ca_pem
+        roots = [ca_pem] * len(self.urls) if isinstance(ca_pem, bytes) else list(ca_pem)
+        if len(roots) != len(self.urls):
+            raise TimestampingError(
+                f"{len(self.urls)} TSAs and {len(roots)} sets of roots: give one PEM for "
+                "all, or one per TSA"
+            )
+        self.roots = dict(zip(self.urls, roots, strict=True))
         self.policy = policy or ClientPolicy()
         self._session: aiohttp.ClientSession | None = None
         self._verifiers: ProcessPoolExecutor | None = None
@@ -111,29 +123,31 @@ class AsyncTsaClient:
     async def seal(self, imprint: bytes) -> Seal:
         """A verified token over ``imprint``.
 
-        Raises :class:`TsaUnreachable` when no TSA answered, :class:`ReplyRejected` when
-        one refused (its PKIStatus and failInfo in the exception), or
-        :class:`VerificationFailed` when a token came back that does not verify.
+        The TSA that answered last is asked first; each of the others in turn when it is
+        unreachable, refuses or sends a token that does not verify. When none gave a token:
+        :class:`TsaUnreachable` if none answered at all, else the last TSA's refusal
+        (:class:`ReplyRejected`, its PKIStatus and failInfo in the exception) or
+        :class:`VerificationFailed`, every TSA's reason in its message when there are several.
         """
         query = build_request(imprint, digest=Digest.SHA256, nonce=random_nonce(), cert_req=True)
         order = self.urls[self._preferred :] + self.urls[: self._preferred]
-        failures: list[str] = []
+        failures: list[TimestampingError] = []
         for url in order:
             try:
                 der = await self._post(url, query.der)
-            except TsaUnreachable as e:
-                failures.append(str(e))
+                verified = await self._accept(query, der, self.roots[url])
+            except TimestampingError as e:
+                failures.append(e)
                 continue
-            verified = await self._accept(query, der)
             self._preferred = self.urls.index(url)
             return Seal(reply_der=der, info=verified.info, tsa_url=url)
-        raise TsaUnreachable("; ".join(failures))
+        raise _all_failed(order, failures)
 
-    async def _accept(self, query: TimeStampQuery, der: bytes) -> VerifiedToken:
+    async def _accept(self, query: TimeStampQuery, der: bytes, ca_pem: bytes) -> VerifiedToken:
         """:func:`accept_reply`, here or in a verifying process."""
         if self._verifiers is None:
-            return accept_reply(query, der, ca_pem=self.ca_pem)
-        job = functools.partial(accept_reply, query, der, ca_pem=self.ca_pem)
+            return accept_reply(query, der, ca_pem=ca_pem)
+        job = functools.partial(accept_reply, query, der, ca_pem=ca_pem)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._verifiers, job)
         except BrokenProcessPool as e:  # a verifier died (OOM killer…): new ones, this seal later
@@ -151,10 +165,11 @@ class AsyncTsaClient:
             if attempt:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _BACKOFF_CAP_S)
-            if self._session.closed:  # its owner closed it (stopping): no request can go
+            session = self._session
+            if session is None or session.closed:  # its owner closed it (stopping)
                 raise TsaUnreachable(f"the TSA client is closed; nothing sent to {url}")
             try:
-                async with self._session.post(
+                async with session.post(
                     url,
                     data=query_der,
                     headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE},
@@ -175,6 +190,26 @@ class AsyncTsaClient:
             except aiohttp.ClientError as e:
                 last = f"cannot reach the TSA at {url}: {e}"
         raise TsaUnreachable(last)
+
+
+def _all_failed(urls: Sequence[str], failures: list[TimestampingError]) -> TimestampingError:
+    """What :meth:`AsyncTsaClient.seal` raises when no TSA gave a token.
+
+    One TSA: its error. Several: :class:`TsaUnreachable` if none answered; else the last
+    answer's error (a refusal is not "unreachable": the vault counts them apart), its
+    message replaced by every TSA's reason.
+    """
+    if len(failures) == 1:
+        return failures[0]
+    said = "; ".join(
+        str(e) if isinstance(e, TsaUnreachable) else f"{url} {e}"
+        for url, e in zip(urls, failures, strict=True)
+    )
+    answered = [e for e in failures if not isinstance(e, TsaUnreachable)]
+    if not answered:
+        return TsaUnreachable(said)
+    answered[-1].args = (f"no TSA gave a token: {said}",)
+    return answered[-1]
 
 
 def _warm_up() -> None:

@@ -88,31 +88,41 @@ def pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     return init_dev_pki(tmp_path_factory.mktemp("pki"), now=dt.datetime.now(dt.UTC))
 
 
+def make_tsa_service(pki, where: Path, *, issuance_log: object | None = None) -> TsaService:  # type: ignore[no-untyped-def]
+    """A TSA service signing with ``pki``'s TSA key, its serials and log in ``where``;
+    :func:`close_tsa_service` after."""
+    creds = load_credentials(pki.tsa_key, pki.tsa_cert, pki.chain, now=dt.datetime.now(dt.UTC))
+    if issuance_log is None:
+        log = IssuanceLog(where / "issued.log")
+        log.start()
+        issuance_log = log
+    return TsaService(
+        authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
+        serials=SerialAllocator(where / "serials.state", create=True),
+        issuance_log=issuance_log,
+        chain_pem=creds.chain_pem(),
+        days_to_expiry=lambda: 100.0,
+    )
+
+
+def close_tsa_service(service: TsaService) -> None:
+    if isinstance(service.issuance_log, IssuanceLog):
+        service.issuance_log.close()
+    service.serials.close()
+
+
 @pytest.fixture
 def tsa_service(pki, tmp_path: Path) -> Callable[..., TsaService]:  # type: ignore[no-untyped-def]
     made: list[TsaService] = []
 
     def make(*, issuance_log: object | None = None) -> TsaService:
-        creds = load_credentials(pki.tsa_key, pki.tsa_cert, pki.chain, now=dt.datetime.now(dt.UTC))
-        if issuance_log is None:
-            log = IssuanceLog(tmp_path / "issued.log")
-            log.start()
-            issuance_log = log
-        service = TsaService(
-            authority=TimeStampAuthority(creds, policy_oid=POLICY_OID),
-            serials=SerialAllocator(tmp_path / "serials.state", create=True),
-            issuance_log=issuance_log,
-            chain_pem=creds.chain_pem(),
-            days_to_expiry=lambda: 100.0,
-        )
+        service = make_tsa_service(pki, tmp_path, issuance_log=issuance_log)
         made.append(service)
         return service
 
     yield make
     for service in made:
-        if isinstance(service.issuance_log, IssuanceLog):
-            service.issuance_log.close()
-        service.serials.close()
+        close_tsa_service(service)
 
 
 HOST = "127.0.0.1"

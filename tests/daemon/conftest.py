@@ -5,6 +5,7 @@ client; the vault's own app through ``aiohttp_client``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -103,10 +104,22 @@ async def appliance(
 ) -> AsyncIterator[Appliance]:
     """A real appliance on loopback; ``refusing[0] = True`` makes it answer
     timeNotAvailable (its clock loses every source), as in a GPS+NTP outage."""
-    feed_agreeing_sources(timekeeper, clock)
-    service = tsa_service()
+    async with appliance_serving(pki, timekeeper, clock, tsa_service()) as a:
+        yield a
+
+
+@contextlib.asynccontextmanager
+async def appliance_serving(
+    dev_pki: Any,
+    keeper: Any,
+    virtual_clock: VirtualClock,
+    service: Any,
+) -> AsyncIterator[Appliance]:
+    """The appliance of :func:`appliance` from its parts: another site's is built with a
+    development PKI of its own (``tests.appliance.conftest.make_tsa_service``)."""
+    feed_agreeing_sources(keeper, virtual_clock)
     refusing = [False]
-    original = timekeeper.token_time
+    original = keeper.token_time
 
     def token_time() -> Any:
         if refusing[0]:
@@ -116,13 +129,13 @@ async def appliance(
         return original()
 
     service.token_time = token_time
-    service.issue_state = lambda: timekeeper.last_issue_state
-    app = create_appliance_app(ServerConfig(simulate=False), timekeeper, tsa=service)
+    service.issue_state = lambda: keeper.last_issue_state
+    app = create_appliance_app(ServerConfig(simulate=False), keeper, tsa=service)
     async with listening(app, bind_public("127.0.0.1", 0)) as where:
         yield Appliance(
             url=f"http://127.0.0.1:{where.port}/tsa",
-            ca_pem=pki.ca_cert.read_bytes(),
-            ca_path=pki.ca_cert,
+            ca_pem=dev_pki.ca_cert.read_bytes(),
+            ca_path=dev_pki.ca_cert,
             app=app,
             refusing=refusing,
         )
@@ -186,15 +199,24 @@ def vault_config(tmp_path: Path, appliance: Appliance) -> VaultConfig:
 async def vault(
     aiohttp_client: Any, appliance: Appliance, vault_config: VaultConfig
 ) -> AsyncIterator[VaultUnderTest]:
+    async with vault_serving(aiohttp_client, appliance, vault_config) as v:
+        yield v
+
+
+@contextlib.asynccontextmanager
+async def vault_serving(
+    aiohttp_client: Any, appliance: Appliance, config: VaultConfig
+) -> AsyncIterator[VaultUnderTest]:
+    """The vault of :func:`vault`, for ``config`` (a second one: another site's, a forger's)."""
     policy = ClientPolicy(attempt_timeout_s=2.0, attempts_per_tsa=2, backoff_first_s=0.01)
-    async with AsyncTsaClient(vault_config.tsa_urls, appliance.ca_pem, policy=policy) as tsa:
-        v = Vault(vault_config, tsa=tsa)
+    async with AsyncTsaClient(config.tsa_urls, appliance.ca_pem, policy=policy) as tsa:
+        v = Vault(config, tsa=tsa)
         client = await aiohttp_client(create_app(v))
         yield VaultUnderTest(
             client=client,
             vault=v,
             appliance=appliance,
-            data_dir=vault_config.data_dir,
+            data_dir=config.data_dir,
             token=lambda role="establishment", est="CFA-LYON-02", label=None: make_token(
                 v, role, est, label
             ),

@@ -74,3 +74,33 @@ def test_the_example_configuration_is_what_the_vault_reads() -> None:
     assert config.windows == {"CFA-LYON-02": dt.timedelta(minutes=30)}
     assert config.inline_seal_timeout_s == 2
     assert config.tsa_verify_processes == 0
+
+
+def test_two_tsas_take_one_pem_each_or_one_for_both(tmp_path: Path) -> None:
+    import argparse
+
+    import pytest
+
+    from daemon.errors import VaultError
+    from horodate.commands.vault import config_from
+
+    def config(tsa: list[str], tsa_ca: list[Path]) -> object:
+        args = argparse.Namespace(config=None, data_dir=tmp_path, tsa=tsa, tsa_ca=tsa_ca)
+        args.name = args.listen = None
+        return config_from(args)[0]
+
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    a.write_bytes(b"roots of site A\n")
+    b.write_bytes(b"roots of site B\n")
+    both = config(["http://a/tsa", "http://b/tsa"], [a, b])
+    assert both.tsa_roots() == [a.read_bytes(), b.read_bytes()]  # type: ignore[attr-defined]
+    shared = config(["http://a/tsa", "http://b/tsa"], [a])
+    assert shared.tsa_roots() == [a.read_bytes()] * 2  # type: ignore[attr-defined]
+    with pytest.raises(VaultError, match="2 TSAs and 3 sets of roots"):
+        config(["http://a/tsa", "http://b/tsa"], [a, b, a])
+
+    conf = tmp_path / "vault.toml"
+    conf.write_text(f'[vault]\ntsa = ["http://a/tsa", "http://b/tsa"]\ntsa_ca = ["{a}", "{b}"]\n')
+    args = argparse.Namespace(config=conf, data_dir=tmp_path, tsa=None, tsa_ca=None)
+    args.name = args.listen = None
+    assert config_from(args)[0].tsa_cas == (a, b)

@@ -29,6 +29,8 @@ NOT_EVIDENCE = {
         "seals",
         "sealed_at",
     ): "when the vault stored the token: bookkeeping; the token's genTime is the proof",
+    ("seals", "tsa"): "which configured TSA answered: bookkeeping; the token carries its "
+    "signer's certificate, and verify checks that it chains to the roots kept",
     (
         "checkpoints",
         "created_at",
