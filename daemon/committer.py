@@ -75,6 +75,10 @@ class Committer:
         if self._thread is not None:
             self._thread.join(_STOP_TIMEOUT_S)
 
+    def alive(self) -> bool:
+        """The writer thread runs (started, not stopped, not dead of an error)."""
+        return self._thread is not None and self._thread.is_alive()
+
     async def run(self, fn: Callable[[Writer], T]) -> T:
         """Run ``fn`` in the next group; its result once the group is durable."""
         loop = asyncio.get_running_loop()

@@ -12,11 +12,13 @@ the token. When the TSA refuses or is down, the entry is stored without, the rec
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,10 +32,12 @@ from daemon.errors import VaultError
 from daemon.journal import JournalRecord
 from daemon.keys import Role, VaultKeys, load_or_create
 from daemon.leaf import make_leaf, open_leaf, student_lookup
+from daemon.lockfile import DataDirLock
 from daemon.note import Checkpoint, sign_checkpoint
 from daemon.records import Entry, entry_to_json
 from daemon.sequencer import Deposit, Deposited, Prepared, Sequencer, body_hash
 from daemon.store import CheckpointRow, Reader, SealRow, Store, StoreFull, node_lookup
+from daemon.witnessing import Witnessing, WitnessingConfig
 from timestamping.aio_client import AsyncTsaClient, Seal
 from timestamping.errors import TimestampingError
 
@@ -51,7 +55,8 @@ class VaultConfig:
     data_dir: Path
     name: str = "horodate-vault"  # the checkpoints' origin line: kept for life
     tsa_urls: tuple[str, ...] = ("http://127.0.0.1:3180/tsa",)
-    tsa_ca: Path | None = None  # the roots tokens must chain to
+    tsa_ca: Path | None = None  # the roots tokens must chain to (of every TSA)...
+    tsa_cas: tuple[Path, ...] = ()  # ...or each TSA's own, one per URL (one PKI per site)
     tsa_verify_processes: int = 0  # processes verifying tokens beside the event loop (0: none)
     inline_seal_timeout_s: float = 2.0
     checkpoint_interval_s: float = 5.0
@@ -61,8 +66,21 @@ class VaultConfig:
     min_free_bytes: int = 4 * 1024 * 1024  # below this, appends are refused (507)
     signing_window: dt.timedelta = DEFAULT_SIGNING_WINDOW
     windows: dict[str, dt.timedelta] = field(default_factory=dict)  # per establishment
+    # the witnesses each checkpoint is submitted to, and the quorum (daemon.witnessing)
+    witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
+
+    def tsa_roots(self) -> list[bytes]:
+        """The roots of each TSA, in the order of :attr:`tsa_urls` (empty: none given)."""
+        if self.tsa_cas:
+            return [p.read_bytes() for p in self.tsa_cas]
+        return [] if self.tsa_ca is None else [self.tsa_ca.read_bytes()] * len(self.tsa_urls)
 
     def __post_init__(self) -> None:
+        if self.tsa_cas and len(self.tsa_cas) != len(self.tsa_urls):
+            raise VaultError(
+                f"{len(self.tsa_urls)} TSAs and {len(self.tsa_cas)} sets of roots: give one "
+                "PEM for every TSA, or one per TSA in the same order"
+            )
         for where, w in [("default", self.signing_window), *self.windows.items()]:
             if not MIN_SIGNING_WINDOW <= w <= MAX_SIGNING_WINDOW:
                 raise VaultError(
@@ -91,12 +109,24 @@ class Forbidden(VaultError):
     """The caller's role may not do this (403)."""
 
 
+# How long a token takes, from the request to the verified seal (seconds): the buckets of
+# ``horodate_vault_seal_seconds``. The inline deadline (2 s by default) caps what counts.
+SEAL_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 @dataclass(slots=True)
 class SealerStats:
     sealed_inline: int = 0
     sealed_later: int = 0
     tsa_failures: int = 0
     last_failure: str = ""
+    # seals at the append, by SEAL_BUCKETS_S (one more: above the last), and their sum
+    seal_counts: list[int] = field(default_factory=lambda: [0] * (len(SEAL_BUCKETS_S) + 1))
+    seal_seconds: float = 0.0
+
+    def observe_seal(self, seconds: float) -> None:
+        self.seal_counts[bisect.bisect_left(SEAL_BUCKETS_S, seconds)] += 1
+        self.seal_seconds += seconds
 
 
 class Vault:
@@ -108,7 +138,9 @@ class Vault:
         self.committer = Committer(self.store, on_rollback=self.sequencer.load)
         self.tsa = tsa
         self.sealing = SealerStats()
+        self.witnessing = Witnessing(config.witnessing, store=self.store, write=self.committer.run)
         self._tasks: list[asyncio.Task[None]] = []
+        self._dir_lock: DataDirLock | None = None  # taken by start(): daemon.lockfile
         self._wake_sealer = asyncio.Event()
         # Reads too long for the event loop run here; stop() waits for them before it closes
         # the store (closing a connection another thread is using crashes SQLite's module).
@@ -119,13 +151,15 @@ class Vault:
     # -- life ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._dir_lock = DataDirLock.take(self.config.data_dir)  # refuses a second vault
         self.sequencer.load(self.store.writer)
         self.committer.start()
-        if self.config.tsa_ca is not None:
+        await self.witnessing.start()  # its tasks submit each checkpoint, never in the way
+        roots = _union(self.config.tsa_roots())
+        if roots:
             copy = self.config.data_dir / "keys" / "tsa-ca.pem"
-            pem = self.config.tsa_ca.read_bytes()
-            if not copy.exists() or copy.read_bytes() != pem:
-                copy.write_bytes(pem)  # what `vault verify` checks the tokens against
+            if not copy.exists() or copy.read_bytes() != roots:
+                copy.write_bytes(roots)  # what `vault verify` checks the tokens against
         if self.store.reader().latest_checkpoint() is None:
             await self.make_checkpoint()
         self._tasks = [
@@ -149,10 +183,17 @@ class Vault:
                 pass
             except Exception:  # a loop that died must not keep the store open
                 log.exception("vault: %s had failed", t.get_name())
+        await self.witnessing.stop()  # before the committer: its tasks write through it
         # a cancelled task's read may still run in its thread: let it end first
         await asyncio.get_running_loop().run_in_executor(None, self._reading.shutdown)
         self.committer.stop()
         self.store.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+
+    def dead_loops(self) -> list[str]:
+        """The vault's background loops (sealer, checkpoints) that ended while it runs."""
+        return [t.get_name() for t in self._tasks if t.done()]
 
     async def read_in_thread(self, fn: Callable[[], T]) -> T:
         """``fn()`` (which reads the store) in a reading thread, off the event loop."""
@@ -237,11 +278,13 @@ class Vault:
         tsa = self.tsa
 
         async def one(h: bytes) -> SealRow | None:
+            asked = time.perf_counter()
             try:
                 seal = await asyncio.wait_for(tsa.seal(h), self.config.inline_seal_timeout_s)
             except (TimestampingError, TimeoutError) as e:
                 self._note_tsa_failure(e)
                 return None
+            self.sealing.observe_seal(time.perf_counter() - asked)
             self.sealing.sealed_inline += 1
             return _seal_row(-1, seal)
 
@@ -322,7 +365,8 @@ class Vault:
             except (TimestampingError, TimeoutError) as e:
                 self._note_tsa_failure(e)
         row = CheckpointRow(size=size, note=note, token=token, created_at=utc_text(utc_now()))
-        await self.committer.run(self.sequencer.checkpoint(row))
+        if await self.committer.run(self.sequencer.checkpoint(row)):
+            self.witnessing.checkpointed(size)  # wakes the witnesses' tasks; does not wait
         return row
 
     # -- reads --------------------------------------------------------------------------
@@ -348,6 +392,7 @@ class Vault:
         if checkpoint is not None and idx < checkpoint.size:
             hashes = merkle.inclusion_proof(idx, checkpoint.size, node_lookup(reader))
             inclusion = {"tree_size": checkpoint.size, "hashes": [h.hex() for h in hashes]}
+        cosigned, witnessing = self.witnessing.published_json(checkpoint)
         return {
             "index": idx,
             "entry": entry,
@@ -356,8 +401,10 @@ class Vault:
             "sealed": seal is not None,
             "gen_time": None if seal is None else seal.gen_time,
             "token": None if seal is None else base64.b64encode(seal.token).decode(),
+            "tsa": None if seal is None else seal.tsa,
             "inclusion": inclusion,
-            "checkpoint": None if checkpoint is None else checkpoint.note,
+            "checkpoint": cosigned,  # the vault's note, its witnesses' cosignatures appended
+            "witnessing": witnessing,
             "corrections": reader.corrections_of(idx),
             "received_at": row.received_at,
         }
@@ -377,6 +424,7 @@ class Vault:
             "sealed": seal is not None,
             "gen_time": None if seal is None else seal.gen_time,
             "token_bytes": None if seal is None else len(seal.token),
+            "tsa": None if seal is None else seal.tsa,
         }
 
     def check_entry(self, idx: int, caller: Caller) -> dict[str, Any]:
@@ -418,8 +466,11 @@ class Vault:
         return {"index": idx, "ok": ok, "checks": checks}
 
     def ca_pem(self) -> bytes:
-        path = self.config.tsa_ca or self.config.data_dir / "keys" / "tsa-ca.pem"
-        return path.read_bytes()
+        """The roots of every configured TSA, one PEM."""
+        return (
+            _union(self.config.tsa_roots())
+            or (self.config.data_dir / "keys" / "tsa-ca.pem").read_bytes()
+        )
 
     def list_entries(
         self,
@@ -531,10 +582,16 @@ class Vault:
         await self.committer.run(self.sequencer.journal(record))
 
 
+def _union(pems: Sequence[bytes]) -> bytes:
+    """The PEM files ``pems`` as one, each once (the same file given for two TSAs counts once)."""
+    return b"".join(dict.fromkeys(p if p.endswith(b"\n") else p + b"\n" for p in pems))
+
+
 def _seal_row(idx: int, seal: Seal) -> SealRow:
     return SealRow(
         idx=idx,
         token=seal.reply_der,
         gen_time=utc_text(seal.info.gen_time),
         sealed_at=utc_text(utc_now()),
+        tsa=seal.tsa_url,
     )

@@ -2,8 +2,9 @@
 
 Thin: authenticate the bearer token, read the body under its cap, parse it with the pure
 rules, call :class:`daemon.vault.Vault`, answer JSON — or a problem document from
-:mod:`daemon.http.problems`. Every call under ``/v1/`` is journaled, reads and refusals
-included; an accepted deposit is journaled in the same transaction as its entries.
+:mod:`daemon.http.problems`. Every call under ``/v1/`` and to the tlog-tiles routes
+(:mod:`daemon.http.tiles`) is journaled, reads and refusals included; an accepted deposit
+is journaled in the same transaction as its entries.
 ``/health`` and ``/metrics`` (probes, polled every few seconds) are not.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,17 +20,21 @@ from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from daemon import ijson
 from daemon.clock import parse_time, utc_now, utc_text
 from daemon.errors import FieldError, InvalidEntry, VaultError
+from daemon.http import tiles as tlog
 from daemon.http.openapi import openapi_document, query_parameters
 from daemon.http.problems import HttpProblem, from_error, problem
+from daemon.http.status_page import add_status_page
 from daemon.ine import check_ine
 from daemon.keys import token_hash
 from daemon.records import parse_batch, parse_date, parse_entry
-from daemon.vault import Caller, Vault
+from daemon.vault import SEAL_BUCKETS_S, Caller, Vault
+from daemon.witnessing.metrics import WitnessCollector
 
 log = logging.getLogger("horodate.vault.http")
 
@@ -63,6 +69,7 @@ class VaultMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(vault))
+        self.registry.register(WitnessCollector(vault.witnessing))
 
 
 class _StateCollector:
@@ -103,6 +110,24 @@ class _StateCollector:
             g = GaugeMetricFamily(name, help_)
             g.add_metric([], float(value))
             yield g
+        sealing = self.vault.sealing
+        sealed = CounterMetricFamily(
+            "horodate_vault_seals", "Entries sealed: at the append, or later by the sealer",
+            labels=["when"],
+        )  # fmt: skip
+        sealed.add_metric(["inline"], sealing.sealed_inline)
+        sealed.add_metric(["later"], sealing.sealed_later)
+        yield sealed
+        cumulative, buckets = 0, []
+        for bound, count in zip((*SEAL_BUCKETS_S, math.inf), sealing.seal_counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            "horodate_vault_seal_seconds",
+            "How long a token took at the append, asked to verified",
+            buckets=buckets,
+            sum_value=sealing.seal_seconds,
+        )
 
 
 METRICS: Final = web.AppKey("metrics", VaultMetrics)
@@ -131,6 +156,7 @@ def vault_status(vault: Vault) -> dict[str, Any]:
         "disk_full": vault.disk_full,
         "tsa": list(vault.config.tsa_urls),
         "tsa_last_failure": vault.sealing.last_failure or None,
+        **vault.witnessing.status(),  # "witnesses" (each one's state), "checkpoint_witnessed"
     }
 
 
@@ -234,7 +260,7 @@ async def _errors_and_journal(request: web.Request, handler: Handler) -> web.Str
     metrics = request.app[METRICS]
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - started)
-    if request.path.startswith("/v1/") and not request.get(JOURNALED):
+    if request.path.startswith(("/v1/", *tlog.PATH_PREFIXES)) and not request.get(JOURNALED):
         outcome = "ok" if response.status < 400 else "refused" if response.status < 500 else "error"
         try:
             await request.app[VAULT].journal(
@@ -380,7 +406,10 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     cp = request.app[VAULT].store.reader().latest_checkpoint()
     if cp is None:
         raise HttpProblem(503, "no_checkpoint", "No checkpoint yet", "the vault is starting")
-    return web.Response(text=cp.note, content_type="text/plain", charset="utf-8")
+    witnessing = request.app[VAULT].witnessing
+    note, cosigned = witnessing.published(cp)  # the note, the witnesses' cosignatures appended
+    headers = cosigned.http_headers() if witnessing.progress else None
+    return web.Response(text=note, content_type="text/plain", charset="utf-8", headers=headers)
 
 
 async def get_verifier(request: web.Request) -> web.Response:
@@ -391,14 +420,20 @@ async def get_inclusion(request: web.Request) -> web.Response:
     index = _int_param(request, "index")
     size = _int_param(request, "tree_size", low=1)
     hashes = request.app[VAULT].inclusion(index, size)
-    return web.json_response({"hashes": [h.hex() for h in hashes]})
+    checkpoint, witnessing = request.app[VAULT].witnessing.published_at(size)
+    return web.json_response(
+        {"hashes": [h.hex() for h in hashes], "checkpoint": checkpoint, "witnessing": witnessing}
+    )
 
 
 async def get_consistency(request: web.Request) -> web.Response:
     first = _int_param(request, "first", low=1)
     second = _int_param(request, "second", low=1)
     hashes = request.app[VAULT].consistency(first, second)
-    return web.json_response({"hashes": [h.hex() for h in hashes]})
+    checkpoint, witnessing = request.app[VAULT].witnessing.published_at(second)
+    return web.json_response(
+        {"hashes": [h.hex() for h in hashes], "checkpoint": checkpoint, "witnessing": witnessing}
+    )
 
 
 async def get_token(request: web.Request) -> web.Response:
@@ -419,8 +454,13 @@ async def get_openapi(request: web.Request) -> web.Response:
 async def get_health(request: web.Request) -> web.Response:
     status = vault_status(request.app[VAULT])
     healthy = not status["disk_full"]
+    witness_down = any(w["state"] == "failing" for w in status["witnesses"])
     status["state"] = (
-        "ok" if healthy and not status["pending"] else "degraded" if healthy else "refusing"
+        "ok"
+        if healthy and not status["pending"] and not witness_down
+        else "degraded"
+        if healthy
+        else "refusing"
     )
     return web.json_response(status, status=200 if healthy else 503)
 
@@ -506,8 +546,13 @@ def create_app(vault: Vault) -> web.Application:
     r.add_get("/v1/proofs/inclusion", get_inclusion)
     r.add_get("/v1/proofs/consistency", get_consistency)
     r.add_get("/v1/openapi.json", get_openapi)
+    tiles = tlog.TileServer(vault)  # C2SP tlog-tiles: the log's public half, for standard tools
+    r.add_get("/checkpoint", tlog.checkpoint(get_checkpoint))
+    r.add_get(r"/tile/entries/{path:.+}", tiles.entries)
+    r.add_get(r"/tile/{level:\d{1,2}}/{path:.+}", tiles.tile)
     r.add_get("/health", get_health)
     r.add_get("/metrics", get_metrics)
+    add_status_page(app, vault, vault_status)  # GET /status: the same facts, for people
     return app
 
 

@@ -17,6 +17,23 @@ HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
+# whether a checkpoint has the cosignatures the witness policy asks (null: no witnesses)
+WITNESSING = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "properties": {
+                "cosigned_by": {"type": "array", "items": {"type": "string"}},
+                "witnesses": {"type": "integer"},
+                "quorum": {"type": "integer"},
+                "meets_policy": {"type": "boolean"},
+            },
+            "required": ["cosigned_by", "witnesses", "quorum", "meets_policy"],
+            "additionalProperties": False,
+        },
+    ]
+}
 
 
 def _object(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -112,6 +129,7 @@ def _schemas() -> dict[str, Any]:
             "sealed": {"type": "boolean"},
             "gen_time": NULLABLE_STRING,
             "token": NULLABLE_STRING,
+            "tsa": {**NULLABLE_STRING, "description": "the URL of the TSA that sealed it"},
             "inclusion": {
                 "oneOf": [
                     {"type": "null"},
@@ -124,7 +142,8 @@ def _schemas() -> dict[str, Any]:
                     ),
                 ]
             },
-            "checkpoint": NULLABLE_STRING,
+            "checkpoint": NULLABLE_STRING,  # with the witnesses' cosignature lines
+            "witnessing": WITNESSING,
             "corrections": {"type": "array", "items": {"type": "integer"}},
             "received_at": {"type": "string"},
         },
@@ -193,7 +212,15 @@ def _schemas() -> dict[str, Any]:
             "required": ["student", "training_action", "provider"],
             "additionalProperties": False,
         },
-        "Hashes": _object({"hashes": {"type": "array", "items": HEX32}}, ["hashes"]),
+        "Hashes": _object(
+            {
+                "hashes": {"type": "array", "items": HEX32},
+                # the cosigned checkpoint of that tree size, when the vault signed one
+                "checkpoint": NULLABLE_STRING,
+                "witnessing": WITNESSING,
+            },
+            ["hashes"],
+        ),
     }
 
 
@@ -257,6 +284,21 @@ NONNEG = {"type": "integer", "minimum": 0, "maximum": 999999999999999999}
 POSITIVE = {"type": "integer", "minimum": 1, "maximum": 999999999999999999}
 AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 PUBLIC: list[dict[str, list[str]]] = []
+# C2SP tlog-tiles (daemon.http.tiles): <L>, and <N>[.p/<W>] as one path parameter.
+TILE_LEVEL = {
+    "name": "level",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 63},
+}
+TILE_PATH = {
+    "name": "path",
+    "in": "path",
+    "required": True,
+    "description": "<N> in 3-digit groups, all but the last prefixed by x (1234067 is "
+    "x001/x234/067), then .p/<W> (1 to 255) for a partial tile",
+    "schema": {"type": "string", "pattern": "^(x[0-9]{3}/){0,5}[0-9]{3}(\\.p/[1-9][0-9]{0,2})?$"},
+}
 
 
 def _get(
@@ -281,6 +323,10 @@ def _get(
 def openapi_document() -> dict[str, Any]:
     read_errors = (401, 403, 404, 503)
     text = {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    octets = {
+        "description": "bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -431,6 +477,26 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/v1/openapi.json": _get(
                 "This document", _json({"type": "object"}, "OpenAPI 3.1"), errors=(), auth=False
+            ),
+            "/checkpoint": _get(
+                "C2SP tlog-tiles: the latest checkpoint (signed note)",
+                text,
+                errors=(503,),
+                auth=False,
+            ),
+            "/tile/{level}/{path}": _get(
+                "C2SP tlog-tiles: a hash tile (256 hashes of tree level 8·L, or W of them)",
+                octets,
+                errors=(400, 404),
+                params=[TILE_LEVEL, TILE_PATH],
+                auth=False,
+            ),
+            "/tile/entries/{path}": _get(
+                "C2SP tlog-tiles: an entry bundle (the leaves, uint16 length-prefixed)",
+                octets,
+                errors=(400, 404),
+                params=[TILE_PATH],
+                auth=False,
             ),
             "/health": _get(
                 "The vault's state",

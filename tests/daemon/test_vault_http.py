@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import merkle
 from daemon.errors import VaultError
@@ -237,7 +238,8 @@ async def test_every_call_is_journaled_in_a_chain(vault: VaultUnderTest) -> None
     await vault.client.get("/v1/entries/0")
     rows = vault.vault.store.reader().journal(0, 100)
     records = [json.loads(r[1]) for r in rows]
-    assert [(r["action"].split(" ")[0], r["status"]) for r in records][-4:] == [
+    calls = [r for r in records if r["role"] != "vault"]  # not its own: a checkpoint, a seal
+    assert [(r["action"].split(" ")[0], r["status"]) for r in calls][-4:] == [
         ("POST", 201),
         ("GET", 200),
         ("GET", 404),
@@ -264,6 +266,12 @@ async def test_technical_metadata_integrity_count_and_metrics(vault: VaultUnderT
     text = await (await vault.client.get("/metrics")).text()
     assert "horodate_vault_entries 1.0" in text
     assert 'horodate_vault_request_seconds_count{route="/v1/entries"}' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    seals = {s.labels["when"]: s.value for s in families["horodate_vault_seals"].samples}
+    assert seals == {"inline": 1, "later": 0}
+    seal_time = {s.name: s.value for s in families["horodate_vault_seal_seconds"].samples}
+    assert seal_time["horodate_vault_seal_seconds_count"] == 1  # the one token, timed
+    assert 0 < seal_time["horodate_vault_seal_seconds_sum"] < 2
 
 
 async def test_a_student_is_found_by_ine_and_birth_date(vault: VaultUnderTest) -> None:
