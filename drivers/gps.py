@@ -116,6 +116,9 @@ class GpsReceiver:
         self._stop = threading.Event()
         # Set while the port is open (pyserial flushes the input queue when it opens).
         self.port_open = threading.Event()
+        # The last instant the reading loop came round (each read returns within
+        # ``read_timeout_s``, data or not): a loop stuck in a call shows as a stale value.
+        self.alive_ns = clock()
 
     def stop(self) -> None:
         """Ask :meth:`reports`/:meth:`samples` to return (within ``read_timeout_s``)."""
@@ -141,6 +144,7 @@ class GpsReceiver:
         def wait(seconds: float) -> None:
             deadline = self._clock() + round(seconds * NS_PER_S)
             while not stopping() and self._clock() < deadline:
+                self.alive_ns = self._clock()
                 self._stop.wait(min(cfg.read_timeout_s, (deadline - self._clock()) / NS_PER_S))
 
         while not stopping():
@@ -166,7 +170,7 @@ class GpsReceiver:
                 while not stopping():
                     waiting = port.in_waiting
                     data = port.read(max(1, min(waiting, cfg.read_max_bytes)))
-                    now = self._clock()
+                    now = self.alive_ns = self._clock()
                     if data:
                         self.bytes_read += len(data)
                         backoff_s = cfg.reopen_backoff_min_s  # the link works again

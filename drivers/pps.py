@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from drivers.errors import DriverError
-from drivers.monotonic import NS_PER_S, paired_ns
+from drivers.monotonic import NS_PER_S, mono_ns, paired_ns
 from drivers.nmea import GpsSample
 from drivers.sample import SourceKind, TimeSample
 
@@ -359,6 +359,9 @@ class PpsReceiver:
         self._stop = threading.Event()
         # Why the device is not being read right now (None while it is): for /health.
         self.problem: str | None = None
+        # The last instant the reading loop came round (each fetch returns within
+        # ``fetch_timeout_s``; a reopen waits at most 30 s): stale if the loop is stuck.
+        self.alive_ns = mono_ns()
 
     def stop(self) -> None:
         self._stop.set()
@@ -382,6 +385,7 @@ class PpsReceiver:
             return self._stop.is_set() or (stop is not None and stop.is_set())
 
         while not stopping():
+            self.alive_ns = mono_ns()
             try:
                 device = self._open(cfg.device)
             except DriverError as e:
@@ -399,6 +403,7 @@ class PpsReceiver:
             self.problem = None
             try:
                 while not stopping():
+                    self.alive_ns = mono_ns()
                     try:
                         pulse = device.fetch(cfg.fetch_timeout_s)
                     except (PpsTimeout, PpsPulseRejected) as e:

@@ -22,6 +22,7 @@ from appliance.http.app import create_app
 from appliance.http.app_keys import ServerConfig
 from appliance.issuance.issuer import TsaService
 from appliance.runtime.driver_threads import Appliance
+from appliance.runtime.vitals import APPLIANCE
 
 if TYPE_CHECKING:
     from appliance.tsa.credentials import TsaCredentials
@@ -161,10 +162,12 @@ def build_app(
             issuance_log.close()
             tsa.serials.close()
 
-    return create_app(
+    app = create_app(
         ServerConfig(max_request_bytes=config.tsa.max_request_bytes, simulate=config.simulate),
         timekeeper,
         tsa=tsa,
         world=appliance.sources.world,
         cleanup=[lifecycle],
     )
+    app[APPLIANCE] = appliance  # its threads and sources, for the vitals systemd is told
+    return app

@@ -5,11 +5,12 @@ worker processes and the time publisher beside the application when there are wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiohttp import web
 
@@ -18,9 +19,12 @@ from appliance.http.app_keys import TIMEKEEPER, TSA, WORKERS
 from appliance.http.listening import listening
 from appliance.runtime.shared_clock import SharedClock, TicketPublisher
 from appliance.runtime.signals import reload_was_asked
+from appliance.runtime.vitals import ApplianceVitals, Vitals
 from appliance.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+Supervise = Callable[[Callable[[], Vitals]], AbstractAsyncContextManager[None]]
 
 
 async def serve_forever(
@@ -29,10 +33,13 @@ async def serve_forever(
     *,
     config: ApplianceConfig | None = None,
     shared: SharedClock | None = None,
+    supervise: Supervise | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; with ``shared``, beside ``shared.workers`` worker
     processes (``appliance.runtime.workers``) answering on the same socket. SIGHUP: every process
-    reads the TSA key and certificate again (:meth:`TsaService.reload`)."""
+    reads the TSA key and certificate again (:meth:`TsaService.reload`). ``supervise``: what
+    runs around serving once the appliance listens, given its vitals (systemd's
+    notifications, ``horodate.sd_notify``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -56,13 +63,16 @@ async def serve_forever(
     balance = None if shared is None or pool is None else (shared.connection_counts, shared.workers)
     async with listening(app, public, balance=balance) as where:
         log.info("serving http://%s:%d", where.host, where.port)
-        if pool is None:
+        async with contextlib.AsyncExitStack() as serving:
+            if pool is not None:
+                assert shared is not None
+                await serving.enter_async_context(
+                    workers_running(app, pool, shared, public, where.backend)
+                )
+            if supervise is not None:
+                await serving.enter_async_context(supervise(ApplianceVitals(app, pool)))
             await stop.wait()
-        else:
-            assert shared is not None
-            async with workers_running(app, pool, shared, public, where.backend):
-                await stop.wait()
-        log.info("stopping")
+            log.info("stopping")
 
 
 @asynccontextmanager

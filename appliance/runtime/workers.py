@@ -39,6 +39,8 @@ class WorkerSpec:
     shared: SharedClock
     log_level: int
     parent_pid: int  # the main process: a worker outliving it stops
+    # the main process's (journald's format under systemd); None: the plain one below
+    log_formatter: logging.Formatter | None = None
 
     @property
     def name(self) -> str:
@@ -47,10 +49,16 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec) -> None:
     """A worker process: the fast lane over its own engine, serials and issuance log."""
-    logging.basicConfig(
-        level=spec.log_level,
-        format=f"%(asctime)s %(levelname)-7s %(name)s[{spec.name}]: %(message)s",
-    )
+    if spec.log_formatter is None:
+        logging.basicConfig(
+            level=spec.log_level,
+            format=f"%(asctime)s %(levelname)-7s %(name)s[{spec.name}]: %(message)s",
+        )
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(spec.log_formatter)
+        handler.addFilter(_NameTag(f"[{spec.name}]"))
+        logging.basicConfig(level=spec.log_level, handlers=[handler])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     from appliance.runtime.assembly import StartupError, build_tsa, ensure_dev_keys, key_paths
     from appliance.runtime.signals import remember_reloads
@@ -73,6 +81,18 @@ def worker_main(spec: WorkerSpec) -> None:
         asyncio.run(_serve(spec, tsa))
     else:
         uvloop.run(_serve(spec, tsa))
+
+
+class _NameTag(logging.Filter):
+    """``appliance.x`` → ``appliance.x[w1]``: which process said it."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self._tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.name += self._tag
+        return True
 
 
 async def _serve(spec: WorkerSpec, tsa: Any) -> None:
@@ -162,6 +182,15 @@ class WorkerPool:
     def alive(self) -> int:
         return sum(1 for p in self._procs if p.is_alive())
 
+    def dead(self) -> list[str]:
+        """The workers not running now (dead, or waiting for their restart): ``w1 (pid N,
+        exit status S)``."""
+        return [
+            f"{spec.name} (pid {p.pid}, exit status {p.exitcode})"
+            for spec, p in zip(self._specs, self._procs, strict=False)
+            if not p.is_alive()
+        ]
+
     def stats(self) -> TsaTally:
         return self._shared.stats()
 
@@ -182,9 +211,14 @@ class WorkerPool:
         return asked
 
     def start(self, public: socket.socket, backend: str) -> None:
-        level = logging.getLogger().getEffectiveLevel()
+        root = logging.getLogger()
+        level = root.getEffectiveLevel()
+        # the CLI's own handler (horodate.logs names it), not one a test harness added
+        formatter = next((h.formatter for h in root.handlers if h.get_name() == "horodate"), None)
         self._specs = [
-            WorkerSpec(i, self._config, public, backend, self._shared, level, os.getpid())
+            WorkerSpec(
+                i, self._config, public, backend, self._shared, level, os.getpid(), formatter
+            )
             for i in range(self._shared.workers)
         ]
         self._procs = [self._spawn(spec) for spec in self._specs]
