@@ -71,6 +71,25 @@ class TsaSection:
     workers: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LedsSection:
+    """Status LEDs (docs/leds.md): each a GPIO pin by Blinka's board name ("D17" is GPIO 17,
+    header pin 11), or None for no such LED. Green: issuing; amber: holdover; red: refusing."""
+
+    green: str | None = None
+    amber: str | None = None
+    red: str | None = None
+
+    def __post_init__(self) -> None:
+        named = {k: getattr(self, k) for k in ("green", "amber", "red")}
+        for key, pin in named.items():
+            if pin is not None and not (isinstance(pin, str) and pin.isidentifier()):
+                raise ConfigError(f'[leds] {key}: expected a pin name such as "D17"')
+        pins = [p for p in named.values() if p is not None]
+        if len(set(pins)) != len(pins):
+            raise ConfigError("[leds]: two LEDs on one pin")
+
+
 MAX_WORKERS = 32
 
 
@@ -85,6 +104,7 @@ class ApplianceConfig:
     rtc: RtcSection = field(default_factory=RtcSection)
     clock: ClockSection = field(default_factory=ClockSection)
     tsa: TsaSection = field(default_factory=TsaSection)
+    leds: LedsSection = field(default_factory=LedsSection)
 
     def path(self, relative: str) -> Path:
         """A path from the configuration, relative ones taken under the data directory."""
@@ -185,6 +205,7 @@ def load_config(path: Path | None) -> ApplianceConfig:
         "rtc": RtcSection,
         "clock": ClockSection,
         "tsa": TsaSection,
+        "leds": LedsSection,
     }
     top = dict(data.pop("appliance", {}))
     unknown = set(data) - set(sections)

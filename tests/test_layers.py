@@ -15,6 +15,8 @@ Inside appliance/, the rooms form layers, each importing only those below it::
     clock/     the ensemble (sans-IO) and its timekeeper
     tsa/       the RFC 3161 engine and its credentials (sans-IO)
 
+Beside them, doctor/ (``horodate doctor``'s checks) reads only the configuration.
+
 The simulated hardware (drivers/sim/) is reached only from the ``--simulate`` wiring
 (appliance/runtime/driver_threads.py) and from the CLI's demo.
 """
@@ -49,6 +51,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     ),
     "appliance.runtime": ("drivers", "timestamping", "appliance"),
     "appliance.config": ("appliance.config",),
+    # horodate doctor's checks: over a root and the configuration, beside the process
+    "appliance.doctor": ("appliance.config",),
     "horodate": OURS,
 }
 SIMULATOR = "drivers.sim"

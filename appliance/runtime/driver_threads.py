@@ -23,6 +23,7 @@ from drivers.errors import DriverError
 from drivers.monotonic import NS_PER_S, mono_ns
 
 if TYPE_CHECKING:
+    from appliance.runtime.leds import StatusLights
     from drivers.gps import GpsReceiver
     from drivers.ntp import NtpClient
     from drivers.pps import PpsReceiver
@@ -46,6 +47,12 @@ THREAD_JOIN_TIMEOUT_S = 3.0
 
 
 RETRY_BACKOFF_MAX_S = 30.0
+
+
+# A driver loop comes round at least every RETRY_BACKOFF_MAX_S (its longest wait: a
+# back-off) plus one bounded call (a serial read, a PPS fetch, an NTP exchange, an RTC
+# edge, each a few seconds at most): one quiet for longer is stuck in a call.
+DRIVER_STALL_S = 2 * RETRY_BACKOFF_MAX_S
 
 
 @dataclass
@@ -159,6 +166,18 @@ def _open_pps(device: str, sources: Sources) -> PpsReceiver | None:
         return None
 
 
+def _status_lights(config: ApplianceConfig, timekeeper: Timekeeper) -> StatusLights | None:
+    """The status LEDs of ``[leds]``; with ``--simulate``, on simulated pins."""
+    from appliance.runtime.leds import StatusLights
+
+    ensemble, clock = timekeeper.ensemble, timekeeper.now_ns
+    if not config.simulate:
+        return StatusLights.for_config(config.leds, ensemble, clock=clock)
+    from drivers.sim.gpio import SimGpio
+
+    return StatusLights.for_config(config.leds, ensemble, clock=clock, open_pin=SimGpio().open)
+
+
 class Appliance:
     """The sources, the timekeeper and the threads between them."""
 
@@ -169,7 +188,11 @@ class Appliance:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rtc_error: str | None = None
+        # Per driver loop, the last raw-monotonic instant it came round (ntp, rtc: here;
+        # gps, pps: their drivers' alive_ns as well).
+        self._alive: dict[str, int] = {}
         timekeeper.driver_notes = self.driver_notes
+        self.lights = _status_lights(config, timekeeper)  # None: no [leds]
 
     @classmethod
     def from_config(cls, config: ApplianceConfig) -> Appliance:
@@ -187,11 +210,15 @@ class Appliance:
             self._spawn("rtc", self._run_rtc)
         if s.pps is not None:
             self._spawn("pps", self._run_pps)
+        if self.lights is not None:
+            self.lights.start()
         for note in s.notes:
             log.info("appliance: %s", note)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.lights is not None:
+            self.lights.stop()
         for source in (self.sources.gps, self.sources.pps):
             if source is not None:
                 source.stop()
@@ -202,7 +229,41 @@ class Appliance:
         if self.sources.world is not None:
             self.sources.world.stop()
 
+    def dead_threads(self) -> list[str]:
+        """The driver threads that ended while the appliance runs (a driver loop that
+        fails is restarted in its thread: only a thread that is gone is dead)."""
+        if self._stop.is_set():
+            return []
+        return [t.name for t in self._threads if not t.is_alive()]
+
+    def stalled_threads(self, now_ns: int | None = None) -> list[str]:
+        """The driver loops that have not come round for ``DRIVER_STALL_S``: alive, but
+        stuck in a call (a USB serial adapter that hangs a read, an I2C bus that never
+        answers)."""
+        if self._stop.is_set():
+            return []
+        now_ns = mono_ns() if now_ns is None else now_ns
+        drivers = {"gps": self.sources.gps, "pps": self.sources.pps}
+        stalled = []
+        for name, last in self._alive.items():
+            source = drivers.get(name)
+            if source is not None:
+                last = max(last, source.alive_ns)
+            quiet_s = (now_ns - last) / NS_PER_S
+            if quiet_s > DRIVER_STALL_S:
+                stalled.append(f"horodate-{name} (stuck for {quiet_s:.0f} s)")
+        return stalled
+
+    def source_names(self) -> set[str]:
+        """The names of the configured sources (``gps0``, ``ntp:…``, ``rtc0``, ``pps0``)."""
+        s = self.sources
+        names = {src.config.name for src in (s.gps, s.rtc, s.pps) if src is not None}
+        if s.ntp is not None:
+            names.update(server.name for server in s.ntp.servers())
+        return names | set(s.unavailable)
+
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        self._alive[name] = mono_ns()
         thread = threading.Thread(
             target=self._guard, args=(name, target), name=f"horodate-{name}", daemon=True
         )
@@ -280,6 +341,7 @@ class Appliance:
         client = self.sources.ntp
         assert client is not None
         while not self._stop.is_set():
+            self._alive["ntp"] = mono_ns()
             for sample in client.poll_due(mono_ns()):
                 self.timekeeper.add(sample)
             due = client.next_due_ns()
@@ -300,6 +362,7 @@ class Appliance:
         backoff_s = 1.0
         next_read = 0
         while not self._stop.is_set():
+            self._alive["rtc"] = mono_ns()
             try:
                 if mono_ns() >= next_read:
                     self.timekeeper.add(rtc.read())
