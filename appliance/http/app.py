@@ -11,6 +11,8 @@ Error mapping lives here, in one place:
   with a PKIStatus and failInfo, HTTP 200 (RFC 3161 §3.4). Only transport problems get HTTP
   errors: 415 wrong content type, 413 body over ``max_request_bytes``, 405 wrong method.
 - ``GET /health``: 200 while issuing, 503 otherwise, JSON either way.
+- ``GET /status``: the same facts as an HTML page for a technician, 200 either way
+  (``appliance.http.status_page``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from appliance.http.app_keys import (
 )
 from appliance.http.health import health
 from appliance.http.metrics import metrics
+from appliance.http.status_page import add_status_page
 from appliance.issuance.issuer import TsaService
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ def create_app(
         app.router.add_get("/tsa/certs", tsa_certs)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    add_status_page(app)  # GET /status, and the timer recording its plots' history
     if world is not None:
         if not config.simulate:
             raise ValueError("fault injection exists only with --simulate")

@@ -92,26 +92,33 @@ def _rfc3339(utc_ns: int | None) -> str | None:
 
 
 async def health(request: web.Request) -> web.Response:
-    timekeeper = request.app[TIMEKEEPER]
+    document = health_report(request.app)
+    return web.json_response(document, status=200 if document["issuing"] else 503)
+
+
+def health_report(app: web.Application) -> dict[str, Any]:
+    """Everything ``/health`` says now: the clock's document, the TSA workers and counts
+    (``/status`` shows the same facts)."""
+    timekeeper = app[TIMEKEEPER]
     mono_now, real_now = timekeeper.now_pair()
     assessment = timekeeper.assess(mono_now)
     document = health_document(assessment, mono_now, real_now, timekeeper.driver_notes())
-    workers = request.app.get(WORKERS)
+    workers = app.get(WORKERS)
     if workers is not None:
         document["tsa_workers"] = {
             "configured": workers.size,
             "alive": workers.alive(),
             "restarts": workers.restarts,
         }
-    if TSA in request.app:
-        tally = tsa_tally(request.app)
+    if TSA in app:
+        tally = tsa_tally(app)
         document["tsa"] = {
             "tokens_granted": tally.granted,
             "requests_refused": sum(tally.refused.values()),
             "issuance_logs_stopped": tally.logs_stopped,
             "slow_commits": tally.log_slow_commits,
         }
-        service = request.app[TSA]
+        service = app[TSA]
         if service.days_to_expiry is not None:
             from appliance.tsa.credentials import EXPIRY_WARNING_DAYS
 
@@ -125,4 +132,4 @@ async def health(request: web.Request) -> web.Response:
                 f"{tally.logs_stopped} issuance log(s) stopped after a failed fsync: their "
                 "tokens are withheld; see the appliance's log, check the disk, restart"
             )
-    return web.json_response(document, status=200 if document["issuing"] else 503)
+    return document

@@ -9,6 +9,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from appliance.http.readout import Tone, tone
+from appliance.http.readout import bound as _bound
+from appliance.http.readout import duration as _duration
+
 DEFAULT_URL = "http://127.0.0.1:3180"
 MAX_REPLY_BYTES = 1 << 20
 
@@ -53,31 +57,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if document.get("issuing") else 1
 
 
-_GOOD = {"selected", "synchronised"}
-_BAD = {"falseticker", "alarm", "untrusted", "unsynchronised", "unreachable", "refused"}
-
-
 def _paint(text: str, word: str, color: bool) -> str:
     if not color:
         return text
-    code = "32" if word in _GOOD else "31" if word in _BAD else "33"
+    code = {Tone.GOOD: "32", Tone.BAD: "31", Tone.WARN: "33"}[tone(word)]
     return f"\033[{code}m{text}\033[0m"
-
-
-def _duration(seconds: float | None) -> str:
-    """A bound or offset in the unit a person reads best: 3.2 µs, 41.0 ms, 1.250 s."""
-    if seconds is None:
-        return "—"
-    magnitude = abs(seconds)
-    if magnitude < 1e-3:
-        return f"{seconds * 1e6:+.1f} µs" if seconds else "0"
-    if magnitude < 1:
-        return f"{seconds * 1e3:+.1f} ms"
-    return f"{seconds:+.3f} s"
-
-
-def _bound(seconds: float | None) -> str:
-    return "—" if seconds is None else "±" + _duration(seconds).lstrip("+")
 
 
 def render(document: dict[str, Any], *, color: bool = False) -> str:
