@@ -20,6 +20,7 @@ COMMANDS = (
     "audit",
     "keys",
     "status",
+    "doctor",
     "gps",
     "stamp",
     "verify",
@@ -47,12 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbosity: int) -> None:
+    """Levels by ``-v``; the format is journald's under systemd (horodate.logs)."""
+    from horodate import logs
+
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(level, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("horodate.appliance")
 
@@ -37,6 +38,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "default 0); one per spare core for volume",
     )
     p.set_defaults(func=run)
+    tools = p.add_subparsers(dest="appliance_command", metavar="TOOL")
+    from horodate.commands import backups
+
+    backups.register(tools, "appliance", _location, _backup_kind)
+
+
+def _location(p: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--data-dir`` for the appliance's tools (as ``horodate issued``)."""
+    p.add_argument("--config", type=Path, help="take the data directory from this TOML")
+    p.add_argument("--data-dir", type=Path, help="the appliance's data directory")
+
+
+def _backup_kind(args: argparse.Namespace) -> tuple[Any, Path]:
+    """``appliance backup|restore``: the appliance's part of a backup, and its data directory."""
+    import datetime as dt
+
+    from appliance.config import ConfigError, load_config
+    from appliance.runtime.assembly import key_paths
+    from horodate.backup import ApplianceKind
+
+    try:
+        config = load_config(args.config).with_overrides(data_dir=args.data_dir)
+    except ConfigError as e:
+        raise ValueError(str(e)) from e
+    keys = key_paths(config)
+    configured = [p for p in (keys.key, keys.cert, keys.chain) if p is not None and p.exists()]
+    return ApplianceKind(key_paths=configured, now=dt.datetime.now(dt.UTC)), config.data_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
         config.listen_port,
         "simulated" if config.simulate else "real",
     )
+    from horodate.sd_notify import supervisor_from_environment
+
     _fast_event_loop()
-    asyncio.run(serve_forever(app, public, config=config, shared=shared))
+    supervise = supervisor_from_environment()
+    asyncio.run(serve_forever(app, public, config=config, shared=shared, supervise=supervise))
     return 0
 
 

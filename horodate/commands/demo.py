@@ -257,7 +257,11 @@ def _verify_vault(out: Narrator, data_dir: Path) -> int:
     from horodate.commands.vault_verify import run as verify
 
     out.say(f"horodate vault verify --data-dir {data_dir}")
-    code = verify(argparse.Namespace(data_dir=data_dir, tsa_ca=None, json=False))
+    code = verify(
+        argparse.Namespace(
+            data_dir=data_dir, tsa_ca=None, json=False, witness_vkey=None, witness_quorum=None
+        )
+    )
     out.say(
         "vault verify: PASSED — every leaf, node, checkpoint, token and journal record checks"
         if code == 0

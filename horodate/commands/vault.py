@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from horodate.commands import settings
 from horodate.commands.vault_settings import DEFAULT_DATA_DIR, data_dir_of, load_vault_table
 
 log = logging.getLogger("horodate.vault")
@@ -37,7 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="URL",
         help=f"the appliance's RFC 3161 endpoint (default {DEFAULT_TSA}); several allowed",
     )
-    p.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots tokens must chain to")
+    p.add_argument(
+        "--tsa-ca",
+        type=Path,
+        action="append",
+        metavar="PEM",
+        help="the roots tokens must chain to: once for every TSA, or once per --tsa, in order "
+        "(one PKI per site)",
+    )
     p.add_argument("--name", help="the vault's name, its checkpoints' origin (kept for life)")
     p.set_defaults(func=run)
     tools = p.add_subparsers(dest="vault_command", metavar="TOOL")
@@ -65,6 +73,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(verify)
     verify.add_argument("--tsa-ca", type=Path, metavar="PEM", help="the roots of the tokens")
     verify.add_argument("--json", action="store_true", help="the report as JSON")
+    from horodate.commands.vault_verify import add_witness_options
+
+    add_witness_options(verify)
     verify.set_defaults(func=run_verify)
 
     usage = tools.add_parser("usage", help="usage per establishment per month, for billing")
@@ -77,14 +88,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     vault_retention.register(tools, _common)
 
+    from horodate.commands import backups
+
+    backups.register(tools, "vault", _common, _backup_kind)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML configuration (systemd/vault.toml.example)")
-    p.add_argument("--data-dir", type=Path, help=f"the vault's data (default {DEFAULT_DATA_DIR})")
+    settings.add_location_options(
+        p,
+        what="vault",
+        config_help="TOML configuration (systemd/vault.toml.example)",
+        default_data_dir=DEFAULT_DATA_DIR,
+    )
+
+
+def _backup_kind(args: argparse.Namespace) -> tuple[Any, Path]:
+    """``vault backup|restore``: the vault's part of a backup, and the data directory."""
+    from horodate.backup import VaultKind
+
+    return VaultKind(), data_dir_of(args, load_vault_table(args.config))
 
 
 def config_from(args: argparse.Namespace) -> Any:
     from daemon.vault import VaultConfig
+    from daemon.witnessing import from_table as witnessing_from_table
 
     conf = load_vault_table(args.config)
     windows = {
@@ -94,8 +121,9 @@ def config_from(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {
         "data_dir": data_dir_of(args, conf),
         "tsa_urls": tuple(args.tsa or conf.get("tsa", [DEFAULT_TSA])),
-        "tsa_ca": args.tsa_ca or (Path(conf["tsa_ca"]) if "tsa_ca" in conf else None),
+        **_tsa_roots(args.tsa_ca or conf.get("tsa_ca")),
         "windows": windows,
+        "witnessing": witnessing_from_table(conf),  # [[vault.witnesses]], witness_quorum
     }
     if args.name or "name" in conf:
         kwargs["name"] = args.name or conf["name"]
@@ -111,7 +139,16 @@ def config_from(args: argparse.Namespace) -> Any:
     ):
         if key in conf:
             kwargs[key] = conf[key]
-    return VaultConfig(**kwargs), (args.listen or conf.get("listen") or DEFAULT_LISTEN)
+    return VaultConfig(**kwargs), settings.listen_of(args, conf, DEFAULT_LISTEN)
+
+
+def _tsa_roots(given: Path | str | list[Path] | list[str] | None) -> dict[str, Any]:
+    """``--tsa-ca`` (repeatable) or ``tsa_ca`` (a path or a list): one PEM for every TSA, or
+    one per TSA in the order of the URLs."""
+    if given is None:
+        return {"tsa_ca": None}
+    paths = [Path(p) for p in ([given] if isinstance(given, str | Path) else given)]
+    return {"tsa_ca": paths[0]} if len(paths) == 1 else {"tsa_ca": None, "tsa_cas": tuple(paths)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,15 +158,14 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.INFO)
     try:
         config, listen = config_from(args)
-        if config.tsa_ca is None:
+        if not config.tsa_roots():
             print(
                 "horodate vault: --tsa-ca PEM is required: the roots the appliance's tokens "
                 "chain to (with `horodate appliance --simulate`, DATA_DIR/keys/ca.pem)",
                 file=sys.stderr,
             )
             return 2
-        host, _, port = listen.rpartition(":")
-        return asyncio.run(serve(config, host or "127.0.0.1", int(port)))
+        return asyncio.run(serve(config, *settings.host_port(listen)))
     except (VaultError, OSError, ValueError) as e:
         print(f"horodate vault: {e}", file=sys.stderr)
         return 1
@@ -141,11 +177,12 @@ async def serve(config: Any, host: str, port: int, *, ready: asyncio.Event | Non
 
     from daemon.http.app import create_app
     from daemon.vault import Vault
+    from daemon.vitals import vault_vitals
+    from horodate.sd_notify import serve_until
     from timestamping.aio_client import AsyncTsaClient, ClientPolicy
 
-    ca_pem = config.tsa_ca.read_bytes()
     policy = ClientPolicy(verify_processes=config.tsa_verify_processes)
-    async with AsyncTsaClient(config.tsa_urls, ca_pem, policy=policy) as tsa:
+    async with AsyncTsaClient(config.tsa_urls, config.tsa_roots(), policy=policy) as tsa:
         vault = Vault(config, tsa=tsa)
         runner = web.AppRunner(create_app(vault), access_log=None, handle_signals=False)
         await runner.setup()
@@ -159,7 +196,8 @@ async def serve(config: Any, host: str, port: int, *, ready: asyncio.Event | Non
         if ready is not None:
             ready.set()
         try:
-            await stop.wait()
+            # systemd's READY=1 now: the store is open and checked, the site listens
+            await serve_until(stop, lambda: vault_vitals(vault))
         finally:
             await runner.cleanup()
     return 0
@@ -239,6 +277,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     conf = load_vault_table(args.config)
     args.data_dir = data_dir_of(args, conf)
+    args.witness_table = conf  # [[vault.witnesses]], when --witness-vkey is not given
     return verify(args)
 
 
