@@ -478,6 +478,12 @@ class Store:
             raise
         conn.execute("RELEASE unit")
 
+    def replication(self) -> str:
+        """The store's replication state, as ``/health``, ``/metrics`` and ``/status`` say
+        it: ``single_site`` for SQLite (one file on one host; the PostgreSQL pair of
+        docs/multisite.md will say ``synchronous`` or ``degraded``)."""
+        return "single_site"
+
     def close(self) -> None:
         with self._lock:
             for conn in self._readers:

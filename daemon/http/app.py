@@ -118,6 +118,12 @@ class _StateCollector:
         sealed.add_metric(["inline"], sealing.sealed_inline)
         sealed.add_metric(["later"], sealing.sealed_later)
         yield sealed
+        replication = GaugeMetricFamily(
+            "horodate_vault_replication", "1 for the store's replication state", labels=["state"]
+        )
+        for state in REPLICATION_STATES:
+            replication.add_metric([state], float(state == status["replication"]))
+        yield replication
         cumulative, buckets = 0, []
         for bound, count in zip((*SEAL_BUCKETS_S, math.inf), sealing.seal_counts, strict=True):
             cumulative += count
@@ -129,6 +135,9 @@ class _StateCollector:
             sum_value=sealing.seal_seconds,
         )
 
+
+# single_site: SQLite; synchronous / degraded: the PostgreSQL pair (docs/multisite.md)
+REPLICATION_STATES: Final = ("single_site", "synchronous", "degraded")
 
 METRICS: Final = web.AppKey("metrics", VaultMetrics)
 
@@ -154,6 +163,7 @@ def vault_status(vault: Vault) -> dict[str, Any]:
         else (now - parse_time(cp.created_at)).total_seconds(),
         "checkpoint_time_stamped": None if cp is None else cp.token is not None,
         "disk_full": vault.disk_full,
+        "replication": vault.store.replication(),
         "tsa": list(vault.config.tsa_urls),
         "tsa_last_failure": vault.sealing.last_failure or None,
         **vault.witnessing.status(),  # "witnesses" (each one's state), "checkpoint_witnessed"

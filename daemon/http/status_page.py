@@ -24,9 +24,14 @@ from daemon.vault import Vault
 
 REFRESH_S: Final = 10
 
-# The store is SQLite on one host today (DESIGN.md, "Redundancy": PostgreSQL with
-# synchronous streaming replication is the multi-site deployment).
-SINGLE_SITE: Final = "single site (SQLite)"
+# The store's replication state (Store.replication), in words: SQLite is one file on one
+# host; PostgreSQL with synchronous streaming replication is the multi-site deployment
+# (docs/multisite.md).
+REPLICATION_WORDS: Final = {
+    "single_site": ("single site (SQLite)", ""),
+    "synchronous": ("synchronous standby: every commit on both sites", "good"),
+    "degraded": ("DEGRADED: no standby answers; appends wait", "bad"),
+}
 
 # A checkpoint older than this many checkpoint intervals (and a minute) is late.
 CHECKPOINT_LATE_INTERVALS: Final = 10
@@ -121,7 +126,7 @@ def render_page(status: dict[str, Any], vault: Vault) -> str:
         rows.append(("TSA last failure", str(status["tsa_last_failure"]), "warn"))
     rows += [
         *_witnesses(status, config),
-        ("Replication", SINGLE_SITE, ""),
+        ("Replication", *REPLICATION_WORDS[str(status.get("replication", "single_site"))]),
         (
             "Disk",
             "FULL: appends refused" if status.get("disk_full") else "room to append",

@@ -272,6 +272,12 @@ async def test_technical_metadata_integrity_count_and_metrics(vault: VaultUnderT
     seal_time = {s.name: s.value for s in families["horodate_vault_seal_seconds"].samples}
     assert seal_time["horodate_vault_seal_seconds_count"] == 1  # the one token, timed
     assert 0 < seal_time["horodate_vault_seal_seconds_sum"] < 2
+    replication = {
+        s.labels["state"]: s.value for s in families["horodate_vault_replication"].samples
+    }
+    assert replication == {"single_site": 1, "synchronous": 0, "degraded": 0}
+    health = await (await vault.client.get("/health")).json()
+    assert health["replication"] == "single_site"
 
 
 async def test_a_student_is_found_by_ine_and_birth_date(vault: VaultUnderTest) -> None:
