@@ -33,7 +33,7 @@ from daemon.journal import JournalRecord
 from daemon.keys import Role, VaultKeys, load_or_create
 from daemon.leaf import make_leaf, open_leaf, student_lookup
 from daemon.lockfile import DataDirLock
-from daemon.note import Checkpoint, sign_checkpoint
+from daemon.note import Checkpoint, sign_checkpoint, verify_checkpoint
 from daemon.records import Entry, entry_to_json
 from daemon.sequencer import Deposit, Deposited, Prepared, Sequencer, body_hash
 from daemon.store import CheckpointRow, Reader, SealRow, Store, StoreFull, node_lookup
@@ -152,7 +152,12 @@ class Vault:
 
     async def start(self) -> None:
         self._dir_lock = DataDirLock.take(self.config.data_dir)  # refuses a second vault
-        self.sequencer.load(self.store.writer)
+        try:
+            self.sequencer.load(self.store.writer)
+            self._check_head()
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self.committer.start()
         await self.witnessing.start()  # its tasks submit each checkpoint, never in the way
         roots = _union(self.config.tsa_roots())
@@ -190,6 +195,30 @@ class Vault:
         self.store.close()
         if self._dir_lock is not None:
             self._dir_lock.release()
+
+    def _check_head(self) -> None:
+        """Before serving: the latest checkpoint is signed by this vault's key and the
+        stored tree still has its root (a few node reads). `vault verify` checks the rest."""
+        reader = self.store.reader()
+        latest = reader.latest_checkpoint()
+        if latest is None:
+            return
+        try:
+            cp = verify_checkpoint(latest.note, self.keys.signer.verifier())
+        except VaultError as e:
+            raise VaultError(
+                f"the latest checkpoint ({latest.size}) does not verify with this vault's key "
+                f"({e}): refusing to serve; run horodate vault verify"
+            ) from None
+        try:
+            root = merkle.root(cp.size, node_lookup(reader))
+        except VaultError as e:
+            root = f"not computable: {e}".encode()
+        if root != cp.root:
+            raise VaultError(
+                f"the stored tree does not match the latest checkpoint ({cp.size} entries): "
+                "refusing to serve; run horodate vault verify"
+            )
 
     def dead_loops(self) -> list[str]:
         """The vault's background loops (sealer, checkpoints) that ended while it runs."""

@@ -317,3 +317,67 @@ async def test_stop_logs_a_loop_that_died_and_still_closes_the_store(
     assert death.exc_info is not None and isinstance(death.exc_info[1], RuntimeError)
     with pytest.raises(VaultError, match="closed"):
         vault.store.reader().size()
+
+
+async def test_start_refuses_a_tree_or_checkpoint_changed_under_it(tmp_path: Path) -> None:
+    """The vault checks its head before serving: the latest checkpoint verifies with its
+    key and the stored tree still has that root; else it refuses to start, and says why."""
+    import sqlite3
+
+    from daemon.store import DB_NAME
+
+    data = tmp_path / "vault"
+    vault = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    await vault.start()  # makes the first checkpoint (size 0)
+    await vault.stop()
+    again = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    await again.start()  # an untouched vault starts
+    await again.stop()
+
+    db = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    db.execute("DROP TRIGGER checkpoints_no_update")  # as an attacker with the file would
+    (note,) = db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    forged = note.replace("\n0\n", "\n1\n", 1)  # another size, the signature kept
+    db.execute("UPDATE checkpoints SET note = ? WHERE note = ?", (forged, note))
+    db.close()
+    broken = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    with pytest.raises(VaultError, match="does not verify with this vault's key"):
+        await broken.start()
+    broken.store.close()
+    # the lock was released: once the checkpoint is put back, the vault starts
+    db = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    db.execute("UPDATE checkpoints SET note = ? WHERE note = ?", (note, forged))
+    db.close()
+    fixed = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    await fixed.start()
+    await fixed.stop()
+
+
+async def test_start_refuses_a_stored_tree_that_lost_the_checkpoints_root(tmp_path: Path) -> None:
+    import sqlite3
+
+    from daemon.clock import utc_now
+    from daemon.records import parse_entry
+    from daemon.store import DB_NAME
+    from daemon.vault import Caller
+
+    data = tmp_path / "vault"
+    vault = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    await vault.start()
+    caller = Caller(role="establishment", establishment="CFA-LYON-02", label="test")
+    for n in range(3):
+        body, now = entry_now(minutes_ago=3 - n), utc_now()
+        entry = parse_entry(body, today=now.date(), received_at=now)
+        await vault.deposit(
+            [entry], body=body, batch=False, key=f"t{n}", caller=caller, received_at=now
+        )
+    assert (await vault.make_checkpoint()).size == 3
+    await vault.stop()
+    db = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    db.execute("DROP TRIGGER nodes_no_update")
+    db.execute("UPDATE nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 2")
+    db.close()
+    broken = Vault(VaultConfig(data_dir=data, checkpoint_interval_s=60))
+    with pytest.raises(VaultError, match="stored tree does not match the latest checkpoint"):
+        await broken.start()
+    broken.store.close()
